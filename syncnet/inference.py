@@ -49,13 +49,13 @@ class Embedder:
         self.batch_size = batch_size or (CPU_BATCH if self.device.type == "cpu" else CUDA_BATCH)
 
     @torch.inference_mode()
-    def embed_audio(self, mfcc_feat: np.ndarray, n_windows: int) -> np.ndarray:
-        """Audio embeddings ``(n_windows, 1024)`` of windows 0 .. n_windows-1 of an MFCC matrix."""
+    def embed_audio(self, mfcc_feat: np.ndarray, n_windows: int, first: int = 0) -> np.ndarray:
+        """Audio embeddings ``(n_windows, 1024)`` of windows ``first .. first+n_windows-1`` of an MFCC matrix."""
         out = np.empty((n_windows, 1024), np.float32)
-        for first in range(0, n_windows, AUDIO_BATCH):
-            count = min(AUDIO_BATCH, n_windows - first)
-            x = torch.from_numpy(audio_windows(mfcc_feat, first, count)).to(self.device)
-            out[first : first + count] = self.net.forward_aud(x).float().cpu().numpy()
+        for i in range(0, n_windows, AUDIO_BATCH):
+            count = min(AUDIO_BATCH, n_windows - i)
+            x = torch.from_numpy(audio_windows(mfcc_feat, first + i, count)).to(self.device)
+            out[i : i + count] = self.net.forward_aud(x).float().cpu().numpy()
         return out
 
     @torch.inference_mode()

@@ -77,3 +77,97 @@ def write_clip(path: Path, times_s: list[Fraction] | None = None, *, fps: Fracti
             for packet in astream.encode():
                 out.mux(packet)
     return path
+
+
+def speech(seconds: float, rate: int = 16000, channels: int = 1, source: Path | None = None) -> np.ndarray:
+    """Real speech as (channels, n) int16: example.avi's audio, resampled to ``rate``.
+
+    Channel c is the speech ``c * 0.37`` s further on (each with its own gain), so every channel has
+    different content and a channel mixed up with another, or shifted differently, shows.
+    """
+    import os
+
+    from syncnet.media import load_audio
+
+    shared = Path(os.environ.get("SYNCFIX_SHARED", Path(__file__).resolve().parent.parent.parent / "shared"))
+    src = source or shared / "fixtures" / "example.avi"
+    mono = load_audio(src, sample_rate=rate, align_to_video=False)
+    n = int(round(seconds * rate))
+    step = int(round(0.37 * rate))
+    out = np.zeros((channels, n), np.int16)
+    for c in range(channels):
+        piece = mono[c * step : c * step + n].astype(np.float64) * (1.0 - 0.08 * c)
+        out[c, : len(piece)] = np.clip(piece, -32768, 32767).astype(np.int16)
+    return out
+
+
+def write_av_clip(path: Path, tracks: list[np.ndarray], *, audio_codecs: list[str] | str, rate: int = 16000,
+                  layouts: list[str] | None = None, vcodec: str = "libx264", fps: int = 25,
+                  size: tuple[int, int] = (96, 64), seconds: float | None = None, audio_start_s: float = 0.0,
+                  rotation: float | None = None, subtitles: list[tuple[int, int, str]] | None = None,
+                  chapters: list[tuple[int, int, str]] | None = None, metadata: dict[str, str] | None = None,
+                  track_metadata: list[dict[str, str]] | None = None,
+                  audio_options: dict[str, str] | None = None) -> Path:
+    """A clip with index-bar video and one audio stream per ``tracks`` entry ((channels, n) int16 arrays).
+
+    ``audio_start_s`` puts every audio stream's first sample that late after the first video frame.
+    ``subtitles`` are (start_ms, end_ms, text) SubRip events; ``chapters`` (start_ms, end_ms, title).
+    ``rotation`` writes a display matrix on the video stream. The video runs as long as the longest track.
+    ``audio_options`` go to every audio encoder (e.g. ``{"strict": "experimental"}`` for FFmpeg's vorbis).
+    """
+    codecs = [audio_codecs] * len(tracks) if isinstance(audio_codecs, str) else list(audio_codecs)
+    layouts = layouts or [{1: "mono", 2: "stereo", 6: "5.1"}[t.shape[0]] for t in tracks]
+    if seconds is None:
+        seconds = max(t.shape[1] for t in tracks) / rate
+    n_frames = int(round(seconds * fps))
+    with av.open(str(path), "w") as out:
+        if metadata:
+            out.metadata.update(metadata)
+        vs = out.add_stream(vcodec, rate=fps)
+        vs.width, vs.height = size
+        vs.pix_fmt = "yuv420p"
+        if vcodec == "libx264":
+            vs.options = {"crf": "23", "preset": "ultrafast"}
+        elif vcodec.startswith("libvpx"):
+            vs.options = {"deadline": "realtime", "cpu-used": "8"}
+        if rotation is not None:
+            vs.set_display_rotation(rotation)
+        streams = []
+        for i, (codec, layout) in enumerate(zip(codecs, layouts)):
+            a = out.add_stream(codec, rate=rate)
+            a.layout = layout
+            if audio_options:
+                a.options = dict(audio_options)
+            if track_metadata and i < len(track_metadata):
+                a.metadata.update(track_metadata[i])
+            streams.append(a)
+        sub = out.add_mux_stream("subrip") if subtitles else None
+        if sub is not None:
+            sub.time_base = Fraction(1, 1000)
+        if chapters:
+            out.set_chapters([{"id": i + 1, "start": s, "end": e, "time_base": Fraction(1, 1000),
+                               "metadata": {"title": title}} for i, (s, e, title) in enumerate(chapters)])
+        for i in range(n_frames):
+            frame = av.VideoFrame.from_ndarray(index_frame(i % 256, *size), format="rgb24")
+            frame.pts = i
+            frame.time_base = Fraction(1, fps)
+            out.mux(vs.encode(frame))
+        out.mux(vs.encode())
+        start = int(round(audio_start_s * rate))
+        for a, track, layout in zip(streams, tracks, layouts):
+            for s in range(0, track.shape[1], 1024):
+                af = av.AudioFrame.from_ndarray(np.ascontiguousarray(track[:, s : s + 1024]), format="s16p",
+                                                layout=layout)
+                af.sample_rate = rate
+                af.pts = start + s
+                af.time_base = Fraction(1, rate)
+                out.mux(a.encode(af))
+            out.mux(a.encode())
+        for start_ms, end_ms, text in subtitles or ():
+            packet = av.Packet(text.encode())
+            packet.stream = sub
+            packet.time_base = Fraction(1, 1000)
+            packet.pts = packet.dts = start_ms
+            packet.duration = end_ms - start_ms
+            out.mux(packet)
+    return path

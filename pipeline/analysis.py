@@ -1,0 +1,275 @@
+"""The analysis pass: decode once, find and track faces, cut the crops the engines need.
+
+One streaming pass over the video on the 25 fps grid: scene cuts are detected on tiny thumbnails, faces
+every ``stride`` frames (and right after each cut), tracks are linked by IoU, and once a frame's boxes are
+settled (a short buffer of frames behind the newest detection) its 224x224 SyncNet crop and its 96x64
+mouth crop are cut and the frame is dropped. Memory therefore holds a bounded buffer of frames plus the
+small crops; SyncNet crops are kept for at most ``MAX_KEPT_FRAMES`` frames, chosen where there is speech.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from syncnet.media import load_audio
+from syncnet.model import SAMPLES_PER_FRAME
+
+from .faces import FaceDetector
+from .media import GRID_FPS, MediaInfo, iter_grid_frames, prefetch, probe
+from .tracking import (
+    MAX_GAP,
+    Tracker,
+    TrackPoints,
+    cut_face_crop,
+    cut_mouth_crop,
+    interpolate_points,
+    smoothed_points,
+)
+
+log = logging.getLogger(__name__)
+
+#: Detect faces on every 8th grid frame (3 per second); tracks are interpolated in between.
+DETECT_STRIDE = 8
+#: Frames are decoded at most this wide: faces stay far above 224 px crops, and the buffer stays small.
+DECODE_MAX_WIDTH = 1280
+#: Mean absolute change (0-255) of a thumbnail between frames that counts as a scene cut.
+CUT_THRESHOLD = 40.0
+#: SyncNet crops are kept for at most this many grid frames per track (80 s at 25 fps, ~300 MB).
+MAX_KEPT_FRAMES = 2000
+#: Kept material comes in segments of this many frames (2 s), chosen where the audio is loudest.
+KEEP_SEGMENT = 50
+#: Shortest face track worth scoring (2 s), and smallest face (box side, px in the decoded frame).
+MIN_TRACK_FRAMES = 50
+MIN_FACE_PX = 40
+
+
+@dataclass
+class FaceTrack:
+    """One face over a stretch of grid frames, with everything the engines read."""
+
+    id: int
+    scene: int
+    start: int  #: first grid frame
+    points: np.ndarray  #: (n, 5) per frame: centre x, centre y, half-size s, mouth x, mouth y
+    mouth_crops: np.ndarray  #: (n, 64, 96) uint8 grey, every frame
+    face_crops: dict[int, np.ndarray] = field(default_factory=dict)  #: grid frame -> (224, 224, 3) BGR
+    detections: int = 0
+    mean_score: float = 0.0
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.points)
+
+    @property
+    def end(self) -> int:
+        """Last grid frame (inclusive)."""
+        return self.start + self.n_frames - 1
+
+    @property
+    def face_px(self) -> float:
+        return float(np.median(self.points[:, 2]) * 2) if self.n_frames else 0.0
+
+    def summary(self) -> dict:
+        return {"id": self.id, "scene": self.scene, "start_s": round(self.start / GRID_FPS, 3),
+                "end_s": round((self.end + 1) / GRID_FPS, 3), "frames": self.n_frames,
+                "face_px": round(self.face_px, 1), "detections": self.detections,
+                "mean_score": round(self.mean_score, 3), "crops_kept": len(self.face_crops)}
+
+
+@dataclass
+class Analysis:
+    """The decoded facts of one video: media info, aligned audio, face tracks, scene cuts, timings."""
+
+    info: MediaInfo
+    audio: np.ndarray  #: 16 kHz mono int16, sample 0 at the first video frame
+    n_frames: int  #: grid frames decoded
+    tracks: list[FaceTrack]
+    scene_cuts: list[int]
+    timings: dict[str, float]
+    video_truncated: bool = False
+
+    @property
+    def duration_s(self) -> float:
+        return self.n_frames / GRID_FPS
+
+
+def keep_plan(audio: np.ndarray, n_frames: int, max_kept: int = MAX_KEPT_FRAMES,
+              segment: int = KEEP_SEGMENT) -> np.ndarray:
+    """Which grid frames may keep SyncNet crops: all of them for short clips, else the loudest segments.
+
+    The clip is split into ``max_kept // segment`` equal parts and the loudest ``segment``-frame stretch
+    of each is kept, so the material is spread over the whole clip and sits where someone is talking.
+    """
+    keep = np.zeros(n_frames, bool)
+    if n_frames <= max_kept:
+        keep[:] = True
+        return keep
+    frames_audio = min(n_frames, len(audio) // SAMPLES_PER_FRAME)
+    energy = np.zeros(n_frames)
+    if frames_audio:
+        a = audio[: frames_audio * SAMPLES_PER_FRAME].astype(np.float64).reshape(frames_audio, -1)
+        energy[:frames_audio] = np.sqrt((a**2).mean(axis=1))
+    parts = max(1, max_kept // segment)
+    bounds = np.linspace(0, n_frames, parts + 1).astype(int)
+    cum = np.concatenate([[0], np.cumsum(energy)])
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        if hi - lo <= segment:
+            keep[lo:hi] = True
+            continue
+        sums = cum[lo + segment : hi + 1] - cum[lo : hi - segment + 1]
+        best = lo + int(np.argmax(sums))
+        keep[best : best + segment] = True
+    return keep
+
+
+class _TrackCrops:
+    """Per-track accumulators filled as frames are finalised."""
+
+    def __init__(self, points: TrackPoints):
+        self.points = points
+        self.rows: list[np.ndarray] = []
+        self.mouths: list[np.ndarray] = []
+        self.faces: dict[int, np.ndarray] = {}
+        self.start: int | None = None
+        self._smoothed: tuple[int, np.ndarray] | None = None
+
+    def at(self, frame: int) -> np.ndarray:
+        """x, y, s, mouth x, mouth y at ``frame``; the smoothing is redone only when detections arrive."""
+        n = len(self.points.frames)
+        if self._smoothed is None or self._smoothed[0] != n:
+            self._smoothed = (n, smoothed_points(self.points))
+        return interpolate_points(self.points.frames, self._smoothed[1], np.array([frame]))[0]
+
+
+def bound_heap_growth() -> None:
+    """Serve large blocks (decoded frames) with mmap, so freed frames go back to the OS.
+
+    glibc raises its mmap threshold after the first freed multi-MB frame; from then on frames come from the
+    heap, and the small crops we keep between them pin it, so RSS grows by about a frame per frame
+    (3.4 GB on a 70 s 720p clip). A fixed 128 KiB threshold keeps it flat (0.7 GB). No-op off glibc.
+    """
+    global _heap_bounded
+    if _heap_bounded:
+        return
+    _heap_bounded = True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+_heap_bounded = False
+
+
+def analyse(path: str | Path, info: MediaInfo | None = None, *, stride: int = DETECT_STRIDE,
+            max_kept: int = MAX_KEPT_FRAMES, detector: FaceDetector | None = None,
+            on_frame: Callable[[int], None] | None = None) -> Analysis:
+    """Decode ``path`` once and return its face tracks with crops (see the module docstring)."""
+    bound_heap_growth()
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    info = info or probe(path)
+    timings["probe_s"] = time.perf_counter() - t0
+    t = time.perf_counter()
+    audio = load_audio(path)
+    timings["audio_s"] = time.perf_counter() - t
+    fps = info.video.fps or GRID_FPS
+    expected = int(np.ceil(info.duration_s * GRID_FPS)) + 1 if info.duration_s else 0
+    keep = keep_plan(audio, max(expected, len(audio) // SAMPLES_PER_FRAME + 1), max_kept)
+    det = detector or FaceDetector(threads=1)  # the decoding thread has the other core
+    tracker = Tracker()
+    crops: dict[int, _TrackCrops] = {}
+    buffer: deque = deque()
+    lag = MAX_GAP + 2 * stride
+    cuts: list[int] = []
+    prev_thumb: np.ndarray | None = None
+    last_det = -(10**9)
+    n = 0
+    t_detect = 0.0
+    t_crop = 0.0
+
+    def finalise(upto: int) -> None:
+        nonlocal t_crop
+        tc = time.perf_counter()
+        tracks = tracker.closed + tracker.open
+        while buffer and buffer[0].index <= upto:
+            gf = buffer.popleft()
+            for tp in tracks:
+                if not tp.frames[0] <= gf.index <= tp.frames[-1]:
+                    continue
+                acc = crops.get(tp.id) or crops.setdefault(tp.id, _TrackCrops(tp))
+                x, y, s, mx, my = acc.at(gf.index)
+                if acc.start is None:
+                    acc.start = gf.index
+                acc.rows.append(np.array([x, y, s, mx, my]))
+                acc.mouths.append(cut_mouth_crop(gf.image, mx, my, s))
+                if gf.index < len(keep) and keep[gf.index]:
+                    acc.faces[gf.index] = cut_face_crop(gf.image, x, y, s)
+        t_crop += time.perf_counter() - tc
+
+    t = time.perf_counter()
+    truncated = False
+    for gf in prefetch(iter_grid_frames(path, info.video.rotation or 0, max_width=DECODE_MAX_WIDTH)):
+        n = gf.index + 1
+        thumb = gf.image[:: max(1, gf.image.shape[0] // 18), :: max(1, gf.image.shape[1] // 32), 1].astype(np.int16)
+        if prev_thumb is not None and thumb.shape == prev_thumb.shape:
+            change = float(np.abs(thumb - prev_thumb).mean())
+            if change > CUT_THRESHOLD:
+                cuts.append(gf.index)
+                finalise(gf.index - 1)  # every earlier frame belongs to the closed scene
+                tracker.cut()
+                last_det = -(10**9)
+        prev_thumb = thumb
+        buffer.append(gf)
+        if gf.index - last_det >= stride:
+            td = time.perf_counter()
+            tracker.update(gf.index, det(gf.image))
+            t_detect += time.perf_counter() - td
+            last_det = gf.index
+            finalise(gf.index - lag)
+        if on_frame:
+            on_frame(gf.index)
+    if buffer and buffer[-1].index != last_det:  # extend tracks to the last frame
+        td = time.perf_counter()
+        tracker.update(buffer[-1].index, det(buffer[-1].image))
+        t_detect += time.perf_counter() - td
+    tracker.finish()
+    finalise(n)
+    timings["decode_track_s"] = time.perf_counter() - t
+    timings["detect_s"] = t_detect
+    timings["crop_s"] = t_crop
+    if expected and n < 0.9 * expected - GRID_FPS:
+        truncated = True
+        log.warning("%s: only %.1f s of %.1f s of video could be decoded", Path(path).name, n / GRID_FPS,
+                    info.duration_s)
+
+    tracks = []
+    for tid, acc in sorted(crops.items()):
+        tp = acc.points
+        tracks.append(FaceTrack(
+            id=tid, scene=tp.scene, start=int(acc.start), points=np.array(acc.rows),
+            mouth_crops=np.array(acc.mouths, dtype=np.uint8), face_crops=acc.faces, detections=len(tp.frames),
+            mean_score=float(np.mean([d.score for d in tp.dets]))))
+    log.info("analysed %s: %d grid frames (%.2f fps source), %d tracks, %d cuts", Path(path).name, n, fps,
+             len(tracks), len(cuts))
+    return Analysis(info=info, audio=audio, n_frames=n, tracks=tracks, scene_cuts=cuts, timings=timings,
+                    video_truncated=truncated)
+
+
+def scorable(track: FaceTrack) -> str | None:
+    """Why a track cannot be scored, or None when it can."""
+    if track.n_frames < MIN_TRACK_FRAMES:
+        return f"face visible for only {track.n_frames / GRID_FPS:.1f} s (need {MIN_TRACK_FRAMES / GRID_FPS:.0f} s)"
+    if track.face_px < MIN_FACE_PX:
+        return f"face too small ({track.face_px:.0f} px, need {MIN_FACE_PX} px)"
+    return None

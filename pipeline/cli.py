@@ -1,0 +1,196 @@
+"""``python -m pipeline detect|fix``: measure a video's lip-sync offset, or write a corrected copy.
+
+Public interface (names and JSON fields are contracts):
+
+* ``detect VIDEO [--engine syncnet|auto] [--weights PATH] --json``: one JSON object with at least
+  ``audio_lag_ms`` (null when uncertain), ``confidence``, ``decision`` (in_sync|shift|uncertain),
+  ``reason``, ``engine``, ``fps``, ``duration_s``, ``tracks``, ``iterations``, ``elapsed_s``.
+* ``fix VIDEO [-o OUT] [--apply-ms MS] [--force] [--max-iterations N] --json``: the same plus ``output``,
+  ``applied_shift_ms`` and ``verified_shift_ms``.
+
+Exit codes: 0 done (in sync and uncertain included), 2 bad input (one line on stderr), 1 a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from syncnet.media import MediaError
+from syncnet.weights import WeightsError
+
+from .engines import EngineUnavailable, make_engine
+from .sync import DEFAULT_MAX_ITERATIONS, DEFAULT_SEARCH_MS, DEFAULT_TOLERANCE_MS, SyncOptions, SyncResult, sync_video
+
+log = logging.getLogger(__name__)
+
+
+class UserError(Exception):
+    """Bad input or environment: reported in one line, exit code 2."""
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("video", help="the video file")
+    p.add_argument("--engine", default="auto", choices=["auto", "syncnet"],
+                   help="auto (default): SyncNet when its weights are present")
+    p.add_argument("--weights", help="syncnet_v2.model (default: weights/ or $SYNCNET_WEIGHTS_DIR)")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--max-iterations", type=int, default=DEFAULT_MAX_ITERATIONS,
+                   help=f"measure-shift-verify iterations (default {DEFAULT_MAX_ITERATIONS})")
+    p.add_argument("--tolerance-ms", type=float, default=DEFAULT_TOLERANCE_MS,
+                   help=f"|lag| below this is in sync (default {DEFAULT_TOLERANCE_MS:.0f})")
+    p.add_argument("--min-confidence", type=float, help="confidence needed to act (default: the engine's)")
+    p.add_argument("--search-ms", type=float, default=DEFAULT_SEARCH_MS,
+                   help=f"initial search range +/-ms, widened up to 2000 at need (default {DEFAULT_SEARCH_MS:.0f})")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--no-curves", action="store_true", help="leave the score curves out of the JSON")
+    p.add_argument("-v", "--verbose", action="store_true", help="log details on stderr")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description="Measure and fix lip-sync offsets.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    det = sub.add_parser("detect", help="measure the offset between lips and sound")
+    _add_common(det)
+    fix = sub.add_parser("fix", help="write a copy with the audio shifted into sync")
+    _add_common(fix)
+    fix.add_argument("-o", "--output", help="output file (default: beside the input, never overwriting it)")
+    fix.add_argument("--apply-ms", type=float,
+                     help="skip measuring and remove this known lag (an audio_lag_ms: > 0 moves the audio earlier)")
+    fix.add_argument("--force", action="store_true", help="apply the measured shift even when it is uncertain")
+    return parser
+
+
+def _options(args: argparse.Namespace) -> SyncOptions:
+    if args.max_iterations < 1:
+        raise UserError("--max-iterations must be at least 1")
+    if not 0 < args.search_ms <= 2000:
+        raise UserError("--search-ms must be between 0 and 2000")
+    return SyncOptions(engine=args.engine, weights=args.weights, device=args.device,
+                       max_iterations=args.max_iterations, tolerance_ms=args.tolerance_ms,
+                       min_confidence=args.min_confidence, search_ms=args.search_ms)
+
+
+def _progress_bar(enabled: bool):
+    """A tqdm bar on stderr driven by the generator's (stage, fraction) progress calls."""
+    if not enabled:
+        return None, None
+    from tqdm import tqdm
+
+    bar = tqdm(total=100, file=sys.stderr, leave=False, bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}")
+
+    def update(stage: str, frac: float) -> None:
+        bar.set_description_str(stage)
+        bar.n = int(frac * 100)
+        bar.refresh()
+
+    return bar, update
+
+
+def measure(path: Path, opts: SyncOptions, progress: bool) -> SyncResult:
+    engine, reason = make_engine(opts.engine, opts.weights, opts.device, opts.min_confidence)
+    bar, update = _progress_bar(progress)
+    result = None
+    try:
+        for ev in sync_video(path, engine, opts, engine_reason=reason, progress=update):
+            if isinstance(ev, SyncResult):
+                result = ev
+            else:
+                log.info("iteration %d: lag %+.1f ms (residual %+.1f), confidence %.3f", ev.iteration,
+                         ev.audio_lag_ms, ev.residual_ms, ev.confidence)
+    finally:
+        if bar is not None:
+            bar.close()
+    assert result is not None
+    return result
+
+
+def run_detect(args: argparse.Namespace) -> dict:
+    path = _input(args.video)
+    result = measure(path, _options(args), sys.stderr.isatty())
+    return result.to_report(curves=not args.no_curves)
+
+
+def run_fix(args: argparse.Namespace) -> dict:
+    from .correct import default_output_path, measure_shift, write_shifted
+    from .media import probe
+
+    t0 = time.perf_counter()
+    path = _input(args.video)
+    out = Path(args.output) if args.output else default_output_path(path)
+    if out.resolve() == path.resolve():
+        raise UserError("the output must not be the input file: choose another -o")
+    if out.suffix.lower() != path.suffix.lower():
+        raise UserError(f"the output keeps the input's container: use a {path.suffix} name for -o")
+    if args.apply_ms is not None:
+        info = probe(path)
+        report = {"audio_lag_ms": args.apply_ms, "confidence": None, "decision": "shift",
+                  "reason": f"applied as requested: remove {args.apply_ms:+.1f} ms (--apply-ms)",
+                  "engine": "manual", "engine_reason": "--apply-ms given: nothing measured",
+                  "fps": info.video.fps if info.video else None, "duration_s": info.duration_s, "tracks": [],
+                  "iterations": [], "input": info.to_dict()}
+        lag: float | None = args.apply_ms
+    else:
+        result = measure(path, _options(args), sys.stderr.isatty())
+        report = result.to_report(curves=not args.no_curves)
+        lag = result.audio_lag_ms
+        if result.decision == "uncertain" and args.force and result.measured_lag_ms is not None:
+            lag = result.measured_lag_ms
+            report["reason"] += f"; applied anyway (--force): {lag:+.1f} ms"
+        elif result.decision != "shift":
+            lag = None
+    report.update(output=None, applied_shift_ms=0.0, verified_shift_ms=None)
+    if lag is not None:
+        written = write_shifted(path, out, lag)
+        verified = measure_shift(path, written.output)
+        report.update(output=str(written.output), applied_shift_ms=round(written.applied_shift_ms, 3),
+                      verified_shift_ms=round(verified, 3))
+        if abs(verified - written.applied_shift_ms) > 1.0:
+            log.warning("the written file measures %+.2f ms against the input, expected %+.2f ms", verified,
+                        written.applied_shift_ms)
+    report["elapsed_s"] = round(time.perf_counter() - t0, 3)
+    return report
+
+
+def _input(video: str) -> Path:
+    p = Path(video)
+    if not p.exists():
+        raise UserError(f"{video}: no such file")
+    if p.is_dir():
+        raise UserError(f"{video}: is a folder, not a video file")
+    return p
+
+
+def _print_human(report: dict) -> None:
+    lag = report.get("audio_lag_ms")
+    print(f"decision: {report['decision']} ({report['reason']})")
+    if lag is not None:
+        print(f"audio lag: {lag:+.1f} ms (> 0: the sound comes after the lips)")
+    if report.get("confidence") is not None:
+        print(f"confidence: {report['confidence']:.3f} ({report['engine']})")
+    if report.get("output"):
+        print(f"written: {report['output']} (shifted {report['applied_shift_ms']:+.1f} ms, "
+              f"verified {report['verified_shift_ms']:+.1f} ms)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        report = run_detect(args) if args.command == "detect" else run_fix(args)
+    except (UserError, MediaError, WeightsError, EngineUnavailable) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception:  # noqa: BLE001 - a bug: say so, with the traceback for the report
+        log.exception("unexpected failure")
+        return 1
+    if args.json:
+        print(json.dumps(report))
+    else:
+        _print_human(report)
+    return 0

@@ -1,0 +1,286 @@
+"""Estimation engines: from a face track and the audio to a score curve over lags, a lag and a confidence.
+
+Every engine follows one interface, so the iteration loop, the decision, the CLI and the app need no
+special cases:
+
+* ``prepare(analysis, track)`` does the expensive, audio-independent work once (SyncNet: lip embeddings);
+* ``measure(prepared, shift_ms, search_ms)`` scores the audio moved earlier by ``shift_ms`` over lags
+  within +/- ``search_ms`` and returns an :class:`Estimate` whose ``audio_lag_ms`` is the residual lag;
+* ``extend(prepared, estimate)`` adds material while the estimate is borderline (False when it will not).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from syncnet import Embedder
+from syncnet.audio import mfcc
+from syncnet.model import EMBED_DIM, MFCC_PER_FRAME, MFCC_WINDOW, SAMPLE_RATE, WINDOW_FRAMES
+from syncnet.scoring import FRAME_MS, score_distances
+
+from .analysis import Analysis, FaceTrack
+from .media import GRID_FPS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One engine's reading of one track at one audio shift."""
+
+    engine: str
+    audio_lag_ms: float  #: residual lag of the shifted audio (> 0 = sound still after the lips)
+    confidence: float
+    confident: bool
+    edge: bool  #: the best lag is at the end of the searched range
+    search_ms: float
+    lags_ms: np.ndarray  #: x of the curve: candidate residual lags
+    curve: np.ndarray  #: y of the curve
+    curve_label: str
+    best_is_min: bool  #: True when the best lag is the curve's minimum (distances), False for a maximum
+    windows: int  #: analysis windows that went into it
+    window_times_s: np.ndarray = field(default_factory=lambda: np.zeros(0))  #: times along the clip
+    window_confidence: np.ndarray = field(default_factory=lambda: np.zeros(0))  #: confidence there
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self, curve: bool = True) -> dict:
+        out = {"engine": self.engine, "audio_lag_ms": round(self.audio_lag_ms, 3),
+               "confidence": round(self.confidence, 4), "confident": self.confident, "edge": self.edge,
+               "search_ms": self.search_ms, "windows": self.windows, "curve_label": self.curve_label,
+               "best_is_min": self.best_is_min, **self.extra}
+        if curve:
+            out["lags_ms"] = [round(float(x), 3) for x in self.lags_ms]
+            out["curve"] = [round(float(x), 5) for x in self.curve]
+        return out
+
+
+class Engine(Protocol):
+    name: str
+    min_confidence: float
+
+    def prepare(self, analysis: Analysis, track: FaceTrack) -> Any: ...
+
+    def measure(self, prepared: Any, shift_ms: float, search_ms: float) -> Estimate: ...
+
+    def extend(self, prepared: Any, estimate: Estimate | None = None) -> bool: ...
+
+
+def shift_audio(audio: np.ndarray, shift_ms: float, rate: int = SAMPLE_RATE) -> np.ndarray:
+    """The audio moved earlier by ``shift_ms`` (later when negative), sample-exact, same length, silence-filled."""
+    d = int(round(shift_ms * rate / 1000.0))
+    if d == 0:
+        return audio
+    out = np.zeros_like(audio)
+    if d > 0:
+        out[: max(0, len(audio) - d)] = audio[d:]
+    else:
+        out[-d:] = audio[: len(audio) + d] if len(audio) + d > 0 else out[-d:]
+    return out
+
+
+def speech_energy(audio: np.ndarray, n_frames: int) -> np.ndarray:
+    """RMS per grid frame (40 ms), zero past the end of the audio."""
+    hop = SAMPLE_RATE // GRID_FPS
+    n = min(n_frames, len(audio) // hop)
+    out = np.zeros(n_frames)
+    if n:
+        out[:n] = np.sqrt((audio[: n * hop].astype(np.float64).reshape(n, hop) ** 2).mean(axis=1))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------- SyncNet
+
+#: Default SyncNet confidence (median - min of the mean distance curve) needed to trust an offset. The
+#: official weights give about 10 on example.avi; LatentSync keeps clips above 3 when cleaning data.
+SYNCNET_MIN_CONFIDENCE = 3.0
+#: Windows scored at first, in contiguous blocks (2 s each) spread over the track where there is speech.
+SYNCNET_BLOCK = 50
+SYNCNET_FIRST_WINDOWS = 150
+#: More windows are added only while the confidence is borderline (at least this share of the threshold),
+#: and never beyond this many: a flat curve does not sharpen with more of the same.
+SYNCNET_EXTEND_FROM = 1 / 3
+SYNCNET_MAX_WINDOWS = 1000
+
+
+@dataclass
+class SyncNetPrepared:
+    track: FaceTrack
+    audio: np.ndarray
+    candidates: list[int]  #: block start windows not used yet, best first
+    blocks: list[int] = field(default_factory=list)  #: block start windows embedded
+    video_emb: list[np.ndarray] = field(default_factory=list)  #: per block (SYNCNET_BLOCK, 1024)
+    #: audio embeddings at one shift (widening the search or adding windows reuses them)
+    audio_shift_ms: float | None = None
+    audio_feat: np.ndarray | None = None
+    audio_emb: dict[int, np.ndarray] = field(default_factory=dict)
+
+    def audio_at(self, shift_ms: float) -> np.ndarray:
+        """MFCCs of the audio moved earlier by ``shift_ms``; resets the embedding cache on a new shift."""
+        if self.audio_shift_ms != shift_ms or self.audio_feat is None:
+            self.audio_shift_ms = shift_ms
+            self.audio_feat = mfcc(shift_audio(self.audio, shift_ms))
+            self.audio_emb = {}
+        return self.audio_feat
+
+
+class SyncNetEngine:
+    """SyncNet on a bounded sample of windows: lip embeddings once, audio re-scored per shift."""
+
+    name = "syncnet"
+
+    def __init__(self, embedder: Embedder, min_confidence: float = SYNCNET_MIN_CONFIDENCE,
+                 first_windows: int = SYNCNET_FIRST_WINDOWS, block: int = SYNCNET_BLOCK):
+        self.embedder = embedder
+        self.min_confidence = min_confidence
+        self.first_windows = first_windows
+        self.block = block
+
+    def _candidate_blocks(self, analysis: Analysis, track: FaceTrack) -> list[int]:
+        """Starts of blocks whose every frame has a kept crop, ordered so that any prefix is spread out.
+
+        Blocks are ranked by speech energy within each of several equal parts of the track, then taken
+        part by part round-robin, so the first few cover the whole track and favour talking.
+        """
+        b = self.block
+        need = b + WINDOW_FRAMES  # frames per block: b windows + the frame that proves the last one counts
+        have = np.zeros(track.end + 2, bool)
+        for f in track.face_crops:
+            have[f] = True
+        starts = []
+        f = track.start
+        while f + need - 1 <= track.end:
+            if have[f : f + need].all():
+                starts.append(f)
+                f += b
+            else:
+                f += 1
+        if not starts:
+            return []
+        energy = speech_energy(analysis.audio, track.end + need)
+        score = {s: float(energy[s : s + need].mean()) for s in starts}
+        parts = max(1, math.ceil(self.first_windows / b))
+        groups = [list(g) for g in np.array_split(np.array(starts), min(parts, len(starts)))]
+        for g in groups:
+            g.sort(key=lambda s: -score[s])
+        ordered = []
+        while any(groups):
+            for g in groups:
+                if g:
+                    ordered.append(int(g.pop(0)))
+        return ordered
+
+    def prepare(self, analysis: Analysis, track: FaceTrack) -> SyncNetPrepared:
+        prep = SyncNetPrepared(track=track, audio=analysis.audio, candidates=self._candidate_blocks(analysis, track))
+        self._embed(prep, max(1, self.first_windows // self.block))
+        return prep
+
+    def _embed(self, prep: SyncNetPrepared, n_blocks: int) -> int:
+        take, prep.candidates = prep.candidates[:n_blocks], prep.candidates[n_blocks:]
+        for start in take:
+            frames = [prep.track.face_crops[f] for f in range(start, start + self.block + WINDOW_FRAMES)]
+            emb = self.embedder.embed_frames(frames)
+            prep.blocks.append(start)
+            prep.video_emb.append(emb[: self.block])
+        return len(take)
+
+    def extend(self, prep: SyncNetPrepared, estimate: Estimate | None = None) -> bool:
+        """Double the windows scored, if the track has more and the estimate is borderline."""
+        if estimate is not None and estimate.confidence < SYNCNET_EXTEND_FROM * self.min_confidence:
+            return False
+        room = SYNCNET_MAX_WINDOWS // self.block - len(prep.blocks)
+        return room > 0 and self._embed(prep, min(room, max(1, len(prep.blocks)))) > 0
+
+    def _embed_audio(self, prep: SyncNetPrepared, feat: np.ndarray, n_audio: int, vshift: int) -> None:
+        """Embed the audio windows the blocks compare with that are not cached yet, in contiguous runs."""
+        need = np.zeros(n_audio, bool)
+        for start in prep.blocks:
+            need[max(0, start - vshift) : max(0, min(n_audio, start + self.block + vshift))] = True
+        for w in prep.audio_emb:
+            if w < n_audio:
+                need[w] = False
+        idx = np.flatnonzero(need)
+        if not idx.size:
+            return
+        breaks = np.flatnonzero(np.diff(idx) > 1)
+        for run in np.split(idx, breaks + 1):
+            emb = self.embedder.embed_audio(feat, len(run), first=int(run[0]))
+            prep.audio_emb.update(zip(run.tolist(), emb))
+
+    def measure(self, prep: SyncNetPrepared, shift_ms: float, search_ms: float) -> Estimate:
+        vshift = max(1, int(round(search_ms / FRAME_MS)))
+        if not prep.blocks:
+            return _empty_estimate(self.name, search_ms, "distance", True)
+        feat = prep.audio_at(shift_ms)
+        n_audio = (feat.shape[1] - MFCC_WINDOW) // MFCC_PER_FRAME + 1  # audio windows with all 20 columns
+        self._embed_audio(prep, feat, n_audio, vshift)
+        zero = np.zeros(EMBED_DIM, np.float32)  # past either end the reference compares with zero vectors
+        rows = []
+        for start, vemb in zip(prep.blocks, prep.video_emb):
+            aemb = np.stack([prep.audio_emb.get(w, zero) for w in range(start - vshift, start + self.block + vshift)])
+            v = vemb.astype(np.float64)
+            d = np.empty((self.block, 2 * vshift + 1))
+            for j in range(2 * vshift + 1):
+                diff = v - aemb[j : j + self.block].astype(np.float64) + 1e-6
+                d[:, j] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+            rows.append(d)
+        s = score_distances(np.concatenate(rows), vshift)
+        times = np.concatenate([(np.arange(self.block) + b + WINDOW_FRAMES / 2) / GRID_FPS for b in prep.blocks])
+        order = np.argsort(times)
+        return Estimate(
+            engine=self.name, audio_lag_ms=s.audio_lag_ms, confidence=s.confidence,
+            confident=s.confidence >= self.min_confidence, edge=s.edge, search_ms=vshift * FRAME_MS,
+            lags_ms=s.lags_ms, curve=s.mean_dists, curve_label="mean distance", best_is_min=True,
+            windows=s.windows, window_times_s=times[order], window_confidence=s.window_confidence[order],
+            extra={"offset_frames": s.offset_frames, "min_dist": round(s.min_dist, 5)},
+        )
+
+
+def _empty_estimate(name: str, search_ms: float, label: str, best_is_min: bool) -> Estimate:
+    return Estimate(engine=name, audio_lag_ms=0.0, confidence=0.0, confident=False, edge=False, search_ms=search_ms,
+                    lags_ms=np.zeros(0), curve=np.zeros(0), curve_label=label, best_is_min=best_is_min, windows=0,
+                    extra={"empty": True})
+
+
+class EngineUnavailable(RuntimeError):  # noqa: N818 - reads as a state, like FileNotFound
+    """The requested engine cannot run here (e.g. SyncNet without weights); the message says what to do."""
+
+
+_embedders: dict[tuple[str, str | None], Embedder] = {}
+
+
+def syncnet_embedder(weights: str | None = None, device: str | None = None) -> Embedder:
+    """The SyncNet model, loaded once per process and weights file (never per request)."""
+    from syncnet import WeightsError, load_model
+    from syncnet.weights import default_weights_path
+
+    path = str(weights or default_weights_path())
+    key = (path, device)
+    if key not in _embedders:
+        try:
+            _embedders[key] = load_model(weights, device=device, download=False)
+        except WeightsError as exc:
+            raise EngineUnavailable(str(exc)) from exc
+    return _embedders[key]
+
+
+def make_engine(name: str = "auto", weights: str | None = None, device: str | None = None,
+                min_confidence: float | None = None) -> tuple[Engine, str]:
+    """The engine to run and why it was chosen. ``auto``: SyncNet when its weights are present."""
+    from syncnet.weights import default_weights_path, weights_available
+
+    if name not in ("auto", "syncnet"):
+        raise ValueError(f"unknown engine {name!r}: choose syncnet or auto")
+    if name == "auto" and not weights_available(weights):
+        where = weights or default_weights_path()
+        raise EngineUnavailable(f"no engine can run: the SyncNet weights are not at {where} "
+                                "(run `python -m syncnet download`, or pass --weights PATH)")
+    engine = SyncNetEngine(syncnet_embedder(weights, device))
+    if min_confidence is not None:
+        engine.min_confidence = min_confidence
+    reason = "requested" if name == "syncnet" else f"auto: SyncNet weights found at {weights or default_weights_path()}"
+    return engine, reason

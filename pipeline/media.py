@@ -1,0 +1,259 @@
+"""Media facts and analysis decoding, with PyAV (FFmpeg bundled: no system binary).
+
+``probe`` reads what a user's file holds (every stream, not only the first) and refuses files we cannot
+use with one clear sentence. ``iter_grid_frames`` decodes the video once, upright (rotation metadata
+applied), onto the 25 fps analysis grid by timestamp; the original file is never touched and nothing
+is written to disk.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from syncnet.media import MediaError, _frame_time, open_container, resample_times
+
+log = logging.getLogger(__name__)
+
+#: Analysis grid: SyncNet's frame rate.
+GRID_FPS = 25
+#: Frames inspected to tell a constant frame rate from a variable one.
+VFR_PROBE_FRAMES = 120
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """One stream of the container."""
+
+    index: int
+    type: str  #: video | audio | subtitle | data | attachment
+    codec: str
+    start_s: float | None
+    duration_s: float | None
+    language: str | None = None
+    # video
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+    pix_fmt: str | None = None
+    rotation: int | None = None
+    # audio
+    sample_rate: int | None = None
+    channels: int | None = None
+    layout: str | None = None
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What the file holds; the first video and first audio stream are the ones analysed."""
+
+    path: str
+    format: str
+    size_bytes: int
+    duration_s: float
+    streams: list[StreamInfo] = field(default_factory=list)
+    variable_frame_rate: bool = False
+
+    @property
+    def video(self) -> StreamInfo | None:
+        return next((s for s in self.streams if s.type == "video"), None)
+
+    @property
+    def audio_streams(self) -> list[StreamInfo]:
+        return [s for s in self.streams if s.type == "audio"]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["streams"] = [{k: v for k, v in s.items() if v is not None} for s in d["streams"]]
+        return d
+
+
+def _seconds(value: int | None, time_base: Fraction | None) -> float | None:
+    if value is None or time_base is None:
+        return None
+    return float(value * time_base)
+
+
+def _normalise_rotation(deg: float | int | None) -> int:
+    if not deg:
+        return 0
+    return int(round(float(deg) / 90.0)) * 90 % 360
+
+
+def probe(path: str | Path, *, check_decodable: bool = True) -> MediaInfo:
+    """Streams, codecs, frame rate (constant or variable), duration, rotation and audio layout.
+
+    Raises :class:`MediaError` for a missing, empty or unreadable file, and for one without a video or
+    an audio track, with what to do about it.
+    """
+    p = Path(path)
+    with open_container(p) as c:
+        streams: list[StreamInfo] = []
+        for s in c.streams:
+            cc = s.codec_context
+            common = dict(index=s.index, type=s.type, codec=(cc.name if cc else "unknown"),
+                          start_s=_seconds(s.start_time, s.time_base), duration_s=_seconds(s.duration, s.time_base),
+                          language=s.language if hasattr(s, "language") else s.metadata.get("language"))
+            if s.type == "video":
+                rate = s.average_rate or s.guessed_rate or s.base_rate
+                streams.append(StreamInfo(**common, width=cc.width, height=cc.height,
+                                          fps=float(rate) if rate else None, pix_fmt=cc.pix_fmt))
+            elif s.type == "audio":
+                streams.append(StreamInfo(**common, sample_rate=cc.sample_rate, channels=cc.channels,
+                                          layout=cc.layout.name if cc.layout else None))
+            else:
+                streams.append(StreamInfo(**common))
+        duration = c.duration / 1_000_000 if c.duration else 0.0
+        fmt = c.format.name
+    if not any(s.type == "video" for s in streams):
+        raise MediaError(f"{p.name}: the file has no video track (it looks like audio only); upload a video "
+                         "of a talking face with its sound.")
+    if not any(s.type == "audio" for s in streams):
+        raise MediaError(f"{p.name}: the file has no audio track, so there is no sound to sync; upload the "
+                         "video with its sound.")
+    vfr, rotation, first_frame_ok = _inspect_video(p) if check_decodable else (False, 0, True)
+    if not first_frame_ok:
+        raise MediaError(f"{p.name}: the video track cannot be decoded (corrupt or unsupported codec); "
+                         "re-export it as H.264 MP4 and try again.")
+    first_video = next(s.index for s in streams if s.type == "video")
+    streams = [StreamInfo(**{**asdict(s), "rotation": rotation}) if s.index == first_video else s for s in streams]
+    if not duration:
+        duration = max((s.duration_s or 0.0) for s in streams)
+    return MediaInfo(path=str(p), format=fmt, size_bytes=p.stat().st_size, duration_s=duration, streams=streams,
+                     variable_frame_rate=vfr)
+
+
+def _inspect_video(path: Path) -> tuple[bool, int, bool]:
+    """(variable frame rate?, rotation, decodable?) from the first frames of the first video stream."""
+    deltas: list[Fraction] = []
+    rotation = 0
+    prev: Fraction | None = None
+    n = 0
+    try:
+        with open_container(path) as c:
+            s = c.streams.video[0]
+            for i, frame in enumerate(c.decode(s)):
+                if i == 0:
+                    rotation = _normalise_rotation(getattr(frame, "rotation", 0))
+                t = _frame_time(frame, s, i)
+                if prev is not None and t > prev:
+                    deltas.append(t - prev)
+                prev = t
+                n += 1
+                if n >= VFR_PROBE_FRAMES:
+                    break
+    except (av.FFmpegError, ValueError) as exc:
+        log.info("video decode failed while probing: %s", exc)
+        return False, 0, n > 0
+    if n == 0:
+        return False, 0, False
+    vfr = bool(deltas) and (max(deltas) - min(deltas)) > Fraction(3, 1000)
+    return vfr, rotation, True
+
+
+@dataclass(frozen=True)
+class GridFrame:
+    """One frame on the 25 fps analysis grid: index k sits at ``k / 25`` s after the first video frame."""
+
+    index: int
+    image: np.ndarray  #: (H, W, 3) uint8 BGR, upright
+
+
+def _upright(img: np.ndarray, rotation: int) -> np.ndarray:
+    """Apply a display rotation (degrees counter-clockwise, FFmpeg's convention) to a decoded frame."""
+    if rotation == 90:
+        return np.ascontiguousarray(np.rot90(img, 1))
+    if rotation == 180:
+        return np.ascontiguousarray(img[::-1, ::-1])
+    if rotation == 270:
+        return np.ascontiguousarray(np.rot90(img, -1))
+    return img
+
+
+def iter_grid_frames(path: str | Path, rotation: int = 0, fps: int = GRID_FPS,
+                     max_width: int | None = None) -> Iterator[GridFrame]:
+    """Decode the first video stream once onto the ``fps`` grid by timestamp, upright, BGR.
+
+    ``max_width`` downscales wider frames during decoding (in swscale), keeping the aspect ratio.
+    Only frames that land on the grid are converted to RGB; the others are only decoded. A decoding
+    error part-way (a truncated file) ends the stream early with a warning instead of failing.
+    """
+    with open_container(path) as container:
+        if not container.streams.video:
+            raise MediaError(f"{Path(path).name}: the file has no video track")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        cc = stream.codec_context
+        kwargs: dict = {"format": "bgr24"}
+        if max_width and cc.width and cc.width > max_width:
+            kwargs.update(width=max_width, height=int(round(cc.height * max_width / cc.width / 2)) * 2)
+        held: list = []
+
+        def times() -> Iterator[Fraction]:
+            try:
+                for i, frame in enumerate(container.decode(stream)):
+                    held.append(frame)
+                    yield _frame_time(frame, stream, i)
+            except av.FFmpegError as exc:
+                log.warning("%s: video decoding stopped early (%s); using what was readable", Path(path).name, exc)
+
+        base = 0
+        for src, k in resample_times(times(), fps):
+            while base < src:
+                held.pop(0)
+                base += 1
+            yield GridFrame(k, _upright(held[0].to_ndarray(**kwargs), rotation))
+
+
+def prefetch(items: Iterator, depth: int = 8) -> Iterator:
+    """Run ``items`` in a background thread, ``depth`` ahead of the consumer.
+
+    Decoding (FFmpeg) and the consumer's work (onnxruntime, OpenCV) both release the GIL, so on two
+    cores they overlap instead of adding up. Errors in the producer are re-raised in the consumer; if the
+    consumer stops early, the producer is told to stop and the thread ends.
+    """
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((done, None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            q.put((done, exc))
+
+    thread = threading.Thread(target=produce, name="decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, exc = q.get()
+            if item is done:
+                if exc is not None:
+                    raise exc
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(timeout=0.1)

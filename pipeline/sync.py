@@ -1,0 +1,246 @@
+"""The iterate-shift-verify generator: ``sync_video`` yields every iteration, then the decision.
+
+Faces are found and embeddings computed once (:func:`pipeline.analysis.analyse`, ``engine.prepare``);
+each iteration moves the audio in memory by the lag found so far and re-scores it, so the residual should
+fall to about zero, and a minimum at the edge of the searched range widens the search (up to +/-2 s).
+Then a careful editor's decision: confident and within tolerance = "in_sync", confident and beyond it =
+"shift", anything else = "uncertain" with the reason. "In sync" is never said of something not measured.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .analysis import Analysis, FaceTrack, analyse, scorable
+from .engines import Engine, Estimate
+from .media import MediaInfo
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TOLERANCE_MS = 20.0
+DEFAULT_SEARCH_MS = 600.0  #: SyncNet's +/-15 frames
+MAX_SEARCH_MS = 2000.0
+DEFAULT_MAX_ITERATIONS = 3
+#: A residual this small means the shift landed; no further iteration is needed.
+CONVERGED_MS = 5.0
+#: Audio quieter than this (RMS, int16 units) has nothing to sync.
+SILENCE_RMS = 30.0
+
+ProgressFn = Callable[[str, float], None]
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    engine: str = "auto"  #: syncnet | auto (auto: SyncNet when its weights are present)
+    weights: str | None = None
+    device: str | None = None
+    max_iterations: int = DEFAULT_MAX_ITERATIONS
+    tolerance_ms: float = DEFAULT_TOLERANCE_MS
+    min_confidence: float | None = None  #: None = the engine's own threshold
+    search_ms: float = DEFAULT_SEARCH_MS
+    max_search_ms: float = MAX_SEARCH_MS
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class IterationEvent:
+    """One measurement: the audio moved earlier by ``shift_ms``, and what was read there."""
+
+    iteration: int
+    track_id: int
+    shift_ms: float  #: shift already applied to the audio in memory
+    residual_ms: float  #: lag still measured after that shift
+    audio_lag_ms: float  #: the estimate of the original file's lag: shift + residual
+    confidence: float
+    estimate: Estimate
+    elapsed_s: float
+
+    def to_dict(self, curve: bool = True) -> dict:
+        return {"iteration": self.iteration, "track": self.track_id, "shift_ms": round(self.shift_ms, 3),
+                "residual_ms": round(self.residual_ms, 3), "audio_lag_ms": round(self.audio_lag_ms, 3),
+                "confidence": round(self.confidence, 4), "elapsed_s": round(self.elapsed_s, 3),
+                "estimate": self.estimate.to_dict(curve)}
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """The decision and everything behind it; ``to_report`` is the public JSON."""
+
+    decision: str  #: in_sync | shift | uncertain
+    reason: str
+    audio_lag_ms: float | None  #: None when uncertain
+    confidence: float | None
+    engine: str
+    engine_reason: str
+    info: MediaInfo | None
+    duration_s: float
+    iterations: list[IterationEvent] = field(default_factory=list)
+    tracks: list[dict] = field(default_factory=list)
+    track_id: int | None = None
+    elapsed_s: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    measured_lag_ms: float | None = None  #: the estimate even when uncertain (what --force would apply)
+
+    def to_report(self, curves: bool = True) -> dict:
+        return {
+            "audio_lag_ms": None if self.audio_lag_ms is None else round(self.audio_lag_ms, 3),
+            "confidence": None if self.confidence is None else round(self.confidence, 4),
+            "decision": self.decision,
+            "reason": self.reason,
+            "engine": self.engine,
+            "engine_reason": self.engine_reason,
+            "fps": self.info.video.fps if self.info and self.info.video else None,
+            "duration_s": round(self.duration_s, 3),
+            "track": self.track_id,
+            "tracks": self.tracks,
+            "iterations": [it.to_dict(curves) for it in self.iterations],
+            "measured_lag_ms": None if self.measured_lag_ms is None else round(self.measured_lag_ms, 3),
+            "elapsed_s": round(self.elapsed_s, 3),
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+            "options": self.options,
+            "input": self.info.to_dict() if self.info else None,
+        }
+
+
+def decide(estimate: Estimate | None, audio_lag_ms: float | None, tolerance_ms: float,
+           max_search_ms: float) -> tuple[str, str]:
+    """(decision, reason) from the final estimate; pure, so it is tested on its own."""
+    if estimate is None or audio_lag_ms is None or estimate.windows == 0:
+        return "uncertain", "nothing could be measured"
+    if not estimate.confident:
+        return "uncertain", (f"not confident: {estimate.engine} confidence {estimate.confidence:.2f} is below the "
+                             "threshold (flat score curve: no clear lip-sound match)")
+    if estimate.edge and estimate.search_ms >= max_search_ms:
+        return "uncertain", f"the best match lies at the edge of the +/-{max_search_ms:.0f} ms search range"
+    if abs(audio_lag_ms) < tolerance_ms:
+        return "in_sync", f"in sync: measured {audio_lag_ms:+.1f} ms, within the +/-{tolerance_ms:.0f} ms tolerance"
+    later = "after" if audio_lag_ms > 0 else "before"
+    return "shift", f"the sound comes {abs(audio_lag_ms):.1f} ms {later} the lips"
+
+
+def _iterate(engine: Engine, prepared: Any, opts: SyncOptions, first: Estimate, track_id: int, t0: float,
+             start_iteration: int) -> Iterator[IterationEvent]:
+    """Iterations 2..N on one track: shift by the total so far, re-score, stop when the residual is ~0."""
+    total = first.audio_lag_ms
+    search = first.search_ms
+    for i in range(start_iteration, opts.max_iterations + 1):
+        est = engine.measure(prepared, total, search)
+        residual = est.audio_lag_ms
+        total += residual
+        yield IterationEvent(i, track_id, total - residual, residual, total, est.confidence, est,
+                             time.perf_counter() - t0)
+        if abs(residual) <= CONVERGED_MS:
+            return
+
+
+def _first_estimate(engine: Engine, prepared: Any, opts: SyncOptions) -> list[Estimate]:
+    """Iteration 1 at no shift: widen the search while the best lag sits at its edge, add windows while unsure."""
+    out = []
+    search = opts.search_ms
+    est = engine.measure(prepared, 0.0, search)
+    out.append(est)
+    while est.edge and search < opts.max_search_ms:
+        search = min(opts.max_search_ms, search * 2)
+        est = engine.measure(prepared, 0.0, search)
+        out.append(est)
+    while not est.confident and engine.extend(prepared, est):
+        est = engine.measure(prepared, 0.0, search)
+        out.append(est)
+    return out
+
+
+def sync_video(path: str | Path, engine: Engine, opts: SyncOptions | None = None, *, engine_reason: str = "",
+               analysis: Analysis | None = None,
+               progress: ProgressFn | None = None) -> Iterator[IterationEvent | SyncResult]:
+    """Measure ``path``: yield an :class:`IterationEvent` per iteration, then one :class:`SyncResult`.
+
+    Raises ``MediaError`` for input that cannot be used (no audio, no video, unreadable).
+    """
+    opts = opts or SyncOptions()
+    if opts.min_confidence is not None:
+        engine.min_confidence = opts.min_confidence
+    t0 = time.perf_counter()
+    report = progress or (lambda stage, frac: None)
+    report("analysing", 0.0)
+    if analysis is None:
+        from .media import probe
+
+        info = probe(path)
+        total = max(1, int(info.duration_s * 25))
+        analysis = analyse(path, info, on_frame=lambda i: report("analysing", min(1.0, i / total)) if i % 25 == 0
+                           else None)
+    base = dict(engine=engine.name, engine_reason=engine_reason, info=analysis.info, duration_s=analysis.duration_s,
+                options=opts.to_dict(), timings=dict(analysis.timings))
+
+    def finish(decision: str, reason: str, lag: float | None, conf: float | None, **kw: Any) -> SyncResult:
+        return SyncResult(decision=decision, reason=reason, audio_lag_ms=lag, confidence=conf,
+                          elapsed_s=time.perf_counter() - t0, **base, **kw)
+
+    tracks_report = [t.summary() for t in analysis.tracks]
+    rms = float(np.sqrt(np.mean(analysis.audio.astype(np.float64) ** 2))) if len(analysis.audio) else 0.0
+    if rms < SILENCE_RMS:
+        yield finish("uncertain", "no sound: the audio track is silent", None, None, tracks=tracks_report)
+        return
+    if not analysis.tracks:
+        yield finish("uncertain", "no face found in the video", None, None, tracks=tracks_report)
+        return
+    candidates: list[FaceTrack] = []
+    for t, rep in zip(analysis.tracks, tracks_report):
+        why = scorable(t)
+        rep["scored"] = why is None
+        if why:
+            rep["reason"] = why
+        else:
+            candidates.append(t)
+    if not candidates:
+        best = max(analysis.tracks, key=lambda t: t.n_frames)
+        yield finish("uncertain", f"too little to measure: {scorable(best)}", None, None, tracks=tracks_report)
+        return
+
+    # Iteration 1 on every scorable face; the speaking face is the one that scores best.
+    report("scoring", 0.0)
+    ts = time.perf_counter()
+    firsts: dict[int, tuple[Any, Estimate]] = {}
+    for k, t in enumerate(candidates):
+        prepared = engine.prepare(analysis, t)
+        ests = _first_estimate(engine, prepared, opts)
+        firsts[t.id] = (prepared, ests[-1])
+        rep = next(r for r in tracks_report if r["id"] == t.id)
+        rep["estimate"] = ests[-1].to_dict(curve=False)
+        report("scoring", (k + 1) / len(candidates))
+    chosen = max(candidates, key=lambda t: (firsts[t.id][1].confident, firsts[t.id][1].confidence))
+    prepared, first = firsts[chosen.id]
+    iterations = [IterationEvent(1, chosen.id, 0.0, first.audio_lag_ms, first.audio_lag_ms, first.confidence,
+                                 first, time.perf_counter() - t0)]
+    yield iterations[0]
+    if first.confident and first.windows:
+        for ev in _iterate(engine, prepared, opts, first, chosen.id, t0, 2):
+            iterations.append(ev)
+            yield ev
+    base["timings"]["scoring_s"] = time.perf_counter() - ts
+    last = iterations[-1]
+    decision, reason = decide(first, last.audio_lag_ms, opts.tolerance_ms, opts.max_search_ms)
+    confident = decision != "uncertain"
+    yield finish(decision, reason, last.audio_lag_ms if confident else None, first.confidence,
+                 iterations=iterations, tracks=tracks_report, track_id=chosen.id,
+                 measured_lag_ms=last.audio_lag_ms if first.windows else None)
+
+
+def run_to_result(events: Iterator[IterationEvent | SyncResult]) -> SyncResult:
+    """Drain a ``sync_video`` generator and return its result."""
+    result = None
+    for ev in events:
+        if isinstance(ev, SyncResult):
+            result = ev
+    assert result is not None
+    return result

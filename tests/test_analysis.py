@@ -1,0 +1,92 @@
+"""The analysis pass on real clips: one decode, tracks, scene cuts, several faces, bounded crops."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+
+from pipeline.analysis import analyse, keep_plan, scorable
+from syncnet.media import iter_video_frames, load_audio
+
+
+def test_example_is_one_long_track(example_avi):
+    a = analyse(example_avi)
+    assert a.n_frames == 317 and a.scene_cuts == []
+    assert len(a.tracks) == 1
+    t = a.tracks[0]
+    assert t.start <= 8 and t.end >= 308  # covers the clip bar a detection stride at the ends
+    assert len(t.face_crops) == t.n_frames and t.mouth_crops.shape == (t.n_frames, 64, 96)
+    assert scorable(t) is None
+    crop = t.face_crops[100]
+    # example.avi already is a reference crop: our crop of it is close to the frame itself
+    frame = list(iter_video_frames(example_avi))[100]
+    assert np.abs(crop.astype(int) - frame.astype(int)).mean() < 25
+
+
+def test_720p_clip(fixtures_dir):
+    a = analyse(fixtures_dir / "w2l_input2.mp4")
+    assert a.n_frames == pytest.approx(14.08 * 25, abs=2)
+    assert len(a.tracks) == 1 and a.tracks[0].face_px > 300
+
+
+def _write_frames(path, frames, audio, fps=25):
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=fps)
+        vs.width, vs.height, vs.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        vs.options = {"crf": "12", "preset": "ultrafast"}
+        aus = out.add_stream("aac", rate=16000)
+        aus.layout = "mono"
+        for f in frames:
+            for p in vs.encode(av.VideoFrame.from_ndarray(f, format="bgr24")):
+                out.mux(p)
+        for p in vs.encode():
+            out.mux(p)
+        for start in range(0, len(audio), 1024):
+            af = av.AudioFrame.from_ndarray(audio[None, start : start + 1024], format="s16", layout="mono")
+            af.sample_rate, af.pts, af.time_base = 16000, start, Fraction(1, 16000)
+            for p in aus.encode(af):
+                out.mux(p)
+        for p in aus.encode():
+            out.mux(p)
+
+
+def test_scene_cut_splits_tracks(tmp_path, example_avi, fixtures_dir):
+    a_frames = list(iter_video_frames(example_avi))[:100]
+    b_src = iter_video_frames(fixtures_dir / "w2l_input3.mp4")
+    b_frames = [np.ascontiguousarray(f[::2, ::2][:224, :224]) for _, f in zip(range(100), b_src)]
+    b_frames = [np.pad(f, ((0, 224 - f.shape[0]), (0, 224 - f.shape[1]), (0, 0))) for f in b_frames]
+    audio = load_audio(example_avi)[: 200 * 640]
+    path = tmp_path / "cut.mp4"
+    _write_frames(path, a_frames + b_frames, audio)
+    a = analyse(path)
+    assert a.scene_cuts == [100]
+    assert {t.scene for t in a.tracks} == {0, 1}
+    assert all(t.end < 100 for t in a.tracks if t.scene == 0)
+    assert all(t.start >= 100 for t in a.tracks if t.scene == 1)
+
+
+def test_two_faces_two_tracks(tmp_path, example_avi):
+    frames = list(iter_video_frames(example_avi))[:120]
+    still = frames[0]
+    both = [np.concatenate([f, still], axis=1) for f in frames]  # speaker left, a frozen face right
+    path = tmp_path / "two.mp4"
+    _write_frames(path, both, load_audio(example_avi)[: 120 * 640])
+    a = analyse(path)
+    assert len(a.tracks) == 2
+    xs = sorted(float(np.median(t.points[:, 0])) for t in a.tracks)
+    assert xs[0] < 224 < xs[1]
+
+
+def test_keep_plan_bounds_crops_and_prefers_speech():
+    n = 10_000
+    audio = np.zeros(n * 640, np.int16)
+    rng = np.random.default_rng(0)
+    loud = slice(4000 * 640, 4100 * 640)
+    audio[loud] = rng.integers(-8000, 8000, 100 * 640)
+    keep = keep_plan(audio, n, max_kept=500, segment=50)
+    assert keep.sum() <= 500
+    assert keep[4000:4100].sum() >= 50  # the loud stretch is in
+    assert keep_plan(audio, 400, max_kept=500).all()

@@ -1,0 +1,103 @@
+"""``python -m pipeline detect|fix``: the public JSON fields, exit codes, and corrected files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import pytest
+
+DETECT_FIELDS = ("audio_lag_ms", "confidence", "decision", "reason", "engine", "fps", "duration_s", "tracks",
+                 "iterations", "elapsed_s")
+
+
+def run(*args: str, check_rc: int | None = 0) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, timeout=600)
+    if check_rc is not None:
+        assert proc.returncode == check_rc, proc.stderr
+    return proc
+
+
+def test_detect_json_with_syncnet_random_weights(example_avi, random_weights):
+    out = json.loads(run("detect", str(example_avi), "--engine", "syncnet", "--weights", str(random_weights),
+                         "--json").stdout)
+    for f in DETECT_FIELDS:
+        assert f in out, f
+    assert out["engine"] == "syncnet" and out["fps"] == 25.0 and out["duration_s"] == pytest.approx(12.68)
+    assert out["decision"] == "uncertain" and out["audio_lag_ms"] is None  # random weights: no clear match
+    assert len(out["tracks"]) == 1 and out["tracks"][0]["scored"] is True
+    it = out["iterations"][0]
+    assert it["iteration"] == 1 and len(it["estimate"]["curve"]) == len(it["estimate"]["lags_ms"])
+    assert out["input"]["streams"][0]["codec"] == "mpeg4"
+
+
+@pytest.mark.parametrize("name,message", [("video_no_audio.avi", "no audio track"),
+                                          ("video_no_video_stream.avi", "no video track")])
+def test_bad_input_exit_2_one_line(fixtures_dir, random_weights, name, message):
+    proc = run("detect", str(fixtures_dir / name), "--weights", str(random_weights), "--json", check_rc=2)
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and proc.stdout == ""
+
+
+def test_missing_file_and_missing_weights(tmp_path, example_avi):
+    proc = run("detect", str(tmp_path / "nope.mp4"), check_rc=2)
+    assert "no such file" in proc.stderr
+    proc = run("detect", str(example_avi), "--weights", str(tmp_path / "none.model"), check_rc=2)
+    assert "does not exist" in proc.stderr or "not at" in proc.stderr
+
+
+def _sha(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def _shifted_copy(src: Path, dst: Path, lag_ms: float) -> Path:
+    """``src`` with its sound made ``lag_ms`` late (audio moved later) by our own writer."""
+    from pipeline.correct import write_shifted
+
+    write_shifted(src, dst, -lag_ms)
+    return dst
+
+
+@pytest.mark.parametrize("lag", [+137.5, -66.3])
+def test_fix_apply_ms_restores_a_shifted_copy(tmp_path, example_avi, lag):
+    from pipeline.correct import measure_shift
+
+    late = _shifted_copy(example_avi, tmp_path / "late.avi", lag)
+    before = _sha(late)
+    out = json.loads(run("fix", str(late), "--apply-ms", str(lag), "--json").stdout)
+    assert _sha(late) == before, "the input is never modified"
+    fixed = Path(out["output"])
+    assert fixed.exists() and fixed.parent == late.parent and fixed != late
+    assert out["applied_shift_ms"] == pytest.approx(lag, abs=0.07)
+    assert out["verified_shift_ms"] == pytest.approx(lag, abs=1.0)
+    assert measure_shift(example_avi, fixed) == pytest.approx(0.0, abs=1.0)  # back in step with the original
+    for f in DETECT_FIELDS + ("output", "applied_shift_ms", "verified_shift_ms"):
+        assert f in out, f
+    with av.open(str(fixed)) as a, av.open(str(example_avi)) as b:
+        assert [s.codec_context.name for s in a.streams] == [s.codec_context.name for s in b.streams]
+
+
+def test_fix_never_overwrites(tmp_path, example_avi):
+    src = tmp_path / "clip.avi"
+    src.write_bytes(example_avi.read_bytes())
+    first = json.loads(run("fix", str(src), "--apply-ms", "40", "--json").stdout)["output"]
+    second = json.loads(run("fix", str(src), "--apply-ms", "40", "--json").stdout)["output"]
+    assert first != second and Path(first).exists() and Path(second).exists()
+    proc = run("fix", str(src), "--apply-ms", "40", "-o", str(src), check_rc=2)
+    assert "must not be the input" in proc.stderr
+
+
+def test_fix_uncertain_writes_nothing_unless_forced(tmp_path, example_avi, random_weights):
+    src = tmp_path / "clip.avi"
+    src.write_bytes(example_avi.read_bytes())
+    out = json.loads(run("fix", str(src), "--weights", str(random_weights), "--json", "--no-curves").stdout)
+    assert out["decision"] == "uncertain" and out["output"] is None and out["applied_shift_ms"] == 0.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.avi"]
+    forced = json.loads(run("fix", str(src), "--weights", str(random_weights), "--force", "--json",
+                            "--no-curves").stdout)
+    assert forced["output"] and "--force" in forced["reason"]
+    assert forced["verified_shift_ms"] == pytest.approx(forced["applied_shift_ms"], abs=1.0)

@@ -1,0 +1,98 @@
+"""Face detection calibration and tracking geometry."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.faces import Detection, FaceDetector, nms
+from pipeline.tracking import (
+    Tracker,
+    TrackPoints,
+    box_params,
+    crop_window,
+    cut_face_crop,
+    interpolate_points,
+    iou,
+    smoothed_points,
+)
+from syncnet.media import iter_video_frames
+
+
+def _det(x1, y1, x2, y2, score=0.9) -> Detection:
+    marks = np.array([[x1 + 0.3 * (x2 - x1), y1 + 0.4 * (y2 - y1)], [x1 + 0.7 * (x2 - x1), y1 + 0.4 * (y2 - y1)],
+                      [(x1 + x2) / 2, y1 + 0.6 * (y2 - y1)], [x1 + 0.35 * (x2 - x1), y1 + 0.8 * (y2 - y1)],
+                      [x1 + 0.65 * (x2 - x1), y1 + 0.8 * (y2 - y1)]], np.float32)
+    return Detection(np.array([x1, y1, x2, y2], np.float32), score, marks)
+
+
+def test_calibrated_to_the_reference_box_on_example(example_avi):
+    """example.avi is a reference crop: the reference box is ~160 px wide, centred near (112, 80)."""
+    det = FaceDetector()
+    params = []
+    for i, frame in enumerate(iter_video_frames(example_avi)):
+        if i % 10 == 0:
+            found = det(frame)
+            assert len(found) == 1, f"frame {i}: {len(found)} faces"
+            params.append(box_params(found[0].box))
+    x, y, s = np.median(np.array(params), axis=0)
+    assert abs(x - 112) < 6 and abs(y - 80) < 6
+    assert 72 < s < 88  # half of ~160 px
+
+
+def test_no_face_on_a_blue_clip(fixtures_dir):
+    det = FaceDetector()
+    frames = list(iter_video_frames(fixtures_dir / "video_no_audio.avi"))
+    assert frames and all(det(f) == [] for f in frames[::10])
+
+
+def test_mouth_landmarks_sit_below_the_nose(example_avi):
+    frame = next(iter_video_frames(example_avi))
+    d = FaceDetector()(frame)[0]
+    nose_y = d.landmarks[2, 1]
+    assert d.mouth[1] > nose_y and d.landmarks[3, 0] < d.landmarks[4, 0]
+
+
+def test_nms_and_iou():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30]], float)
+    assert list(nms(boxes, np.array([0.9, 0.8, 0.7]))) == [0, 2]
+    assert iou(boxes[0], boxes[0]) == pytest.approx(1.0)
+    assert iou(boxes[0], boxes[2]) == 0.0
+
+
+def test_tracker_links_by_iou_and_splits_at_cuts():
+    tr = Tracker()
+    tr.update(0, [_det(100, 100, 200, 200), _det(400, 100, 500, 200)])
+    tr.update(8, [_det(104, 102, 204, 202), _det(402, 98, 502, 198)])
+    tr.cut()
+    tr.update(16, [_det(104, 102, 204, 202)])
+    tracks = tr.finish()
+    assert [t.frames for t in tracks] == [[0, 8], [0, 8], [16]]
+    assert [t.scene for t in tracks] == [0, 0, 1]
+
+
+def test_tracker_closes_after_a_long_gap():
+    tr = Tracker(max_gap=10)
+    tr.update(0, [_det(0, 0, 100, 100)])
+    tr.update(30, [_det(0, 0, 100, 100)])
+    assert [t.frames for t in tr.finish()] == [[0], [30]]
+
+
+def test_smoothing_removes_a_single_outlier_and_interpolation_is_linear():
+    tp = TrackPoints(0, 0)
+    for k, dx in enumerate([0, 0, 40, 0, 0]):
+        tp.add(8 * k, _det(100 + dx, 100, 200 + dx, 200))
+    pts = smoothed_points(tp)
+    assert np.allclose(pts[:, 0], 150)
+    mid = interpolate_points([0, 8], np.array([[0.0, 10.0], [8.0, 30.0]]), np.array([4]))
+    assert np.allclose(mid, [[4.0, 20.0]])
+
+
+def test_crop_geometry_is_the_reference():
+    # box centre (112, 80), half-size 80 -> rows 0..224, cols 0..224: the crop is the whole 224 frame
+    assert crop_window(112, 80, 80) == (0, 224, 0, 224)
+    frame = np.random.default_rng(0).integers(0, 255, (224, 224, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(cut_face_crop(frame, 112, 80, 80), frame)
+    # off the frame: padded with the reference's grey 110
+    crop = cut_face_crop(frame, 0, 0, 80)
+    assert crop.shape == (224, 224, 3) and (crop[:50, :50] == 110).all()
