@@ -176,9 +176,11 @@ def sync_video(path: str | Path, engine: Engine, opts: SyncOptions | None = None
         from .media import probe
 
         info = probe(path)
+        probe_s = time.perf_counter() - t0
         total = max(1, int(info.duration_s * 25))
         analysis = analyse(path, info, on_frame=lambda i: report("analysing", min(1.0, i / total)) if i % 25 == 0
                            else None)
+        analysis.timings["probe_s"] = probe_s
     base = dict(engine=engine.name, engine_reason=engine_reason, info=analysis.info, duration_s=analysis.duration_s,
                 options=opts.to_dict(), timings=dict(analysis.timings))
 

@@ -6,9 +6,11 @@ import hashlib
 import json
 import subprocess
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 
 DETECT_FIELDS = ("audio_lag_ms", "confidence", "decision", "reason", "engine", "fps", "duration_s", "tracks",
@@ -101,3 +103,37 @@ def test_fix_uncertain_writes_nothing_unless_forced(tmp_path, example_avi, rando
                             "--no-curves").stdout)
     assert forced["output"] and "--force" in forced["reason"]
     assert forced["verified_shift_ms"] == pytest.approx(forced["applied_shift_ms"], abs=1.0)
+
+
+RATES = [24, Fraction(24000, 1001), Fraction(30000, 1001), 30, 50, 60, "vfr"]
+
+
+@pytest.mark.parametrize("rate", RATES, ids=[str(r) for r in RATES])
+def test_fix_keeps_streams_at_any_frame_rate(tmp_path, example_avi, rate, capsys):
+    """In process (same code as the command), to keep the matrix fast."""
+    from media_factory import write_clip
+
+    from pipeline.cli import main
+    from pipeline.correct import measure_shift
+    from syncnet.media import load_audio
+
+    speech = load_audio(example_avi)[: 16000 * 4]
+    if rate == "vfr":
+        rng = np.random.default_rng(1)
+        times = [Fraction(0)]
+        while times[-1] < 3.9:
+            times.append(times[-1] + Fraction(int(rng.integers(20, 60)), 1000))
+        src = write_clip(tmp_path / "vfr.mkv", times, fps=30, audio=speech, audio_rate=16000)
+    else:
+        src = write_clip(tmp_path / "clip.mp4", fps=rate, n_frames=int(4 * rate), audio=speech, audio_rate=16000)
+    assert main(["fix", str(src), "--apply-ms", "53.3", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    fixed = Path(out["output"])
+    assert out["verified_shift_ms"] == pytest.approx(53.3, abs=1.0)
+    assert measure_shift(src, fixed) == pytest.approx(53.3, abs=1.0)
+    with av.open(str(src)) as a, av.open(str(fixed)) as b:
+        kinds = [(s.type, s.codec_context.name) for s in a.streams]
+        assert kinds == [(s.type, s.codec_context.name) for s in b.streams]
+        va = [(p.pts, bytes(p)) for p in a.demux(video=0) if p.size]
+        vb = [(p.pts, bytes(p)) for p in b.demux(video=0) if p.size]
+        assert va == vb, "the video is copied untouched"
