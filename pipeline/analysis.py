@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from syncnet.constants import SAMPLES_PER_FRAME
 from syncnet.media import load_audio
-from syncnet.model import SAMPLES_PER_FRAME
 
 from .faces import FaceDetector
 from .media import GRID_FPS, MediaInfo, iter_grid_frames, prefetch, probe
@@ -266,10 +266,24 @@ def analyse(path: str | Path, info: MediaInfo | None = None, *, stride: int = DE
                     video_truncated=truncated)
 
 
-def scorable(track: FaceTrack) -> str | None:
+def speech_frames(audio: np.ndarray, n_frames: int) -> np.ndarray:
+    """Which grid frames (40 ms) have speech-level sound: RMS above 15 % of the loud end of the clip."""
+    hop = SAMPLES_PER_FRAME
+    n = min(n_frames, len(audio) // hop)
+    rms = np.zeros(n_frames)
+    if n:
+        rms[:n] = np.sqrt((audio[: n * hop].astype(np.float64).reshape(n, hop) ** 2).mean(axis=1))
+    loud = np.percentile(rms[:n], 95) if n else 0.0
+    return rms > max(30.0, 0.15 * loud)
+
+
+def scorable(track: FaceTrack, min_frames: int = MIN_TRACK_FRAMES, speech: np.ndarray | None = None,
+             min_speech_frames: int = 0) -> str | None:
     """Why a track cannot be scored, or None when it can."""
-    if track.n_frames < MIN_TRACK_FRAMES:
-        return f"face visible for only {track.n_frames / GRID_FPS:.1f} s (need {MIN_TRACK_FRAMES / GRID_FPS:.0f} s)"
     if track.face_px < MIN_FACE_PX:
         return f"face too small ({track.face_px:.0f} px, need {MIN_FACE_PX} px)"
+    talking = int(speech[track.start : track.end + 1].sum()) if speech is not None else track.n_frames
+    if track.n_frames < min_frames or talking < min_speech_frames:
+        return (f"too little speech on a visible face: the face is visible for {track.n_frames / GRID_FPS:.1f} s "
+                f"with {talking / GRID_FPS:.1f} s of speech (need {min_frames / GRID_FPS:.0f} s)")
     return None

@@ -23,7 +23,7 @@ from pathlib import Path
 from syncnet.media import MediaError
 from syncnet.weights import WeightsError
 
-from .engines import EngineUnavailable, make_engine
+from .engines import ENGINES, EngineUnavailable, select_engines
 from .sync import DEFAULT_MAX_ITERATIONS, DEFAULT_SEARCH_MS, DEFAULT_TOLERANCE_MS, SyncOptions, SyncResult, sync_video
 
 log = logging.getLogger(__name__)
@@ -35,8 +35,9 @@ class UserError(Exception):
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("video", help="the video file")
-    p.add_argument("--engine", default="auto", choices=["auto", "syncnet"],
-                   help="auto (default): SyncNet when its weights are present")
+    p.add_argument("--engine", default="auto", choices=list(ENGINES),
+                   help="auto (default): SyncNet when its weights are present (cca cross-checks), else the "
+                        "weight-free cca; both: SyncNet and cca, reporting their agreement")
     p.add_argument("--weights", help="syncnet_v2.model (default: weights/ or $SYNCNET_WEIGHTS_DIR)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--max-iterations", type=int, default=DEFAULT_MAX_ITERATIONS,
@@ -92,11 +93,12 @@ def _progress_bar(enabled: bool):
 
 
 def measure(path: Path, opts: SyncOptions, progress: bool) -> SyncResult:
-    engine, reason = make_engine(opts.engine, opts.weights, opts.device, opts.min_confidence)
+    choice = select_engines(opts.engine, opts.weights, opts.device, opts.min_confidence)
     bar, update = _progress_bar(progress)
     result = None
     try:
-        for ev in sync_video(path, engine, opts, engine_reason=reason, progress=update):
+        for ev in sync_video(path, choice.primary, opts, engine_reason=choice.reason, cross_check=choice.cross_check,
+                             progress=update):
             if isinstance(ev, SyncResult):
                 result = ev
             else:

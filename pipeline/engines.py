@@ -14,17 +14,19 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from syncnet import Embedder
 from syncnet.audio import mfcc
-from syncnet.model import EMBED_DIM, MFCC_PER_FRAME, MFCC_WINDOW, SAMPLE_RATE, WINDOW_FRAMES
+from syncnet.constants import EMBED_DIM, MFCC_PER_FRAME, MFCC_WINDOW, SAMPLE_RATE, WINDOW_FRAMES
 from syncnet.scoring import FRAME_MS, score_distances
 
 from .analysis import Analysis, FaceTrack
 from .media import GRID_FPS
+
+if TYPE_CHECKING:
+    from syncnet.inference import Embedder
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +51,10 @@ class Estimate:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self, curve: bool = True) -> dict:
-        out = {"engine": self.engine, "audio_lag_ms": round(self.audio_lag_ms, 3),
-               "confidence": round(self.confidence, 4), "confident": self.confident, "edge": self.edge,
-               "search_ms": self.search_ms, "windows": self.windows, "curve_label": self.curve_label,
-               "best_is_min": self.best_is_min, **self.extra}
+        out = {"engine": self.engine, "audio_lag_ms": round(float(self.audio_lag_ms), 3),
+               "confidence": round(float(self.confidence), 4), "confident": bool(self.confident),
+               "edge": bool(self.edge), "search_ms": float(self.search_ms), "windows": int(self.windows),
+               "curve_label": self.curve_label, "best_is_min": bool(self.best_is_min), **self.extra}
         if curve:
             out["lags_ms"] = [round(float(x), 3) for x in self.lags_ms]
             out["curve"] = [round(float(x), 5) for x in self.curve]
@@ -62,6 +64,7 @@ class Estimate:
 class Engine(Protocol):
     name: str
     min_confidence: float
+    min_frames: int  #: shortest face track (grid frames, with speech) the engine can read
 
     def prepare(self, analysis: Analysis, track: FaceTrack) -> Any: ...
 
@@ -132,6 +135,7 @@ class SyncNetEngine:
     """SyncNet on a bounded sample of windows: lip embeddings once, audio re-scored per shift."""
 
     name = "syncnet"
+    min_frames = 50  #: 2 s
 
     def __init__(self, embedder: Embedder, min_confidence: float = SYNCNET_MIN_CONFIDENCE,
                  first_windows: int = SYNCNET_FIRST_WINDOWS, block: int = SYNCNET_BLOCK):
@@ -268,19 +272,57 @@ def syncnet_embedder(weights: str | None = None, device: str | None = None) -> E
     return _embedders[key]
 
 
-def make_engine(name: str = "auto", weights: str | None = None, device: str | None = None,
-                min_confidence: float | None = None) -> tuple[Engine, str]:
-    """The engine to run and why it was chosen. ``auto``: SyncNet when its weights are present."""
+ENGINES = ("auto", "cca", "syncnet", "both")
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    """The engine that decides, an optional second one that cross-checks it, and why."""
+
+    primary: Engine
+    cross_check: Engine | None
+    reason: str
+
+
+def select_engines(name: str = "auto", weights: str | None = None, device: str | None = None,
+                   min_confidence: float | None = None) -> EngineChoice:
+    """``auto``: SyncNet when its weights are present (with ``cca`` cross-checking it), else ``cca``.
+
+    ``both`` runs SyncNet and ``cca`` and reports their agreement (it needs the weights); ``syncnet`` and
+    ``cca`` run alone. Raises :class:`EngineUnavailable` when SyncNet is asked for without weights.
+    """
     from syncnet.weights import default_weights_path, weights_available
 
-    if name not in ("auto", "syncnet"):
-        raise ValueError(f"unknown engine {name!r}: choose syncnet or auto")
-    if name == "auto" and not weights_available(weights):
-        where = weights or default_weights_path()
-        raise EngineUnavailable(f"no engine can run: the SyncNet weights are not at {where} "
-                                "(run `python -m syncnet download`, or pass --weights PATH)")
+    from .cca import CCAEngine
+
+    if name not in ENGINES:
+        raise ValueError(f"unknown engine {name!r}: choose one of {', '.join(ENGINES)}")
+    where = weights or default_weights_path()
+    have = weights_available(weights)
+    if weights and not have and name != "cca":
+        raise EngineUnavailable(f"weights file {weights} does not exist (omit --weights to use the default "
+                                f"{default_weights_path()}, or use --engine cca)")
+    if name == "cca" or (name == "auto" and not have):
+        engine = CCAEngine()
+        if min_confidence is not None:
+            engine.min_confidence = min_confidence
+        why = "requested" if name == "cca" else f"auto: no SyncNet weights at {where}, so the weight-free cca engine"
+        return EngineChoice(engine, None, why)
+    if not have:
+        raise EngineUnavailable(f"the {name} engine needs the SyncNet weights, which are not at {where} "
+                                "(run `python -m syncnet download`, pass --weights PATH, or use --engine cca)")
     engine = SyncNetEngine(syncnet_embedder(weights, device))
     if min_confidence is not None:
         engine.min_confidence = min_confidence
-    reason = "requested" if name == "syncnet" else f"auto: SyncNet weights found at {weights or default_weights_path()}"
-    return engine, reason
+    if name == "syncnet":
+        return EngineChoice(engine, None, "requested")
+    why = ("requested: SyncNet decides, cca cross-checks" if name == "both"
+           else f"auto: SyncNet weights found at {where}; the weight-free cca engine cross-checks it")
+    return EngineChoice(engine, CCAEngine(), why)
+
+
+def make_engine(name: str = "auto", weights: str | None = None, device: str | None = None,
+                min_confidence: float | None = None) -> tuple[Engine, str]:
+    """The deciding engine alone and why it was chosen (see :func:`select_engines`)."""
+    choice = select_engines(name, weights, device, min_confidence)
+    return choice.primary, choice.reason

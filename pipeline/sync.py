@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .analysis import Analysis, FaceTrack, analyse, scorable
+from .analysis import MIN_TRACK_FRAMES, Analysis, FaceTrack, analyse, scorable, speech_frames
 from .engines import Engine, Estimate
 from .media import MediaInfo
 
@@ -32,13 +32,15 @@ DEFAULT_MAX_ITERATIONS = 3
 CONVERGED_MS = 5.0
 #: Audio quieter than this (RMS, int16 units) has nothing to sync.
 SILENCE_RMS = 30.0
+#: Two confident engines that disagree by more than this make the answer uncertain.
+ENGINES_AGREE_MS = 40.0
 
 ProgressFn = Callable[[str, float], None]
 
 
 @dataclass(frozen=True)
 class SyncOptions:
-    engine: str = "auto"  #: syncnet | auto (auto: SyncNet when its weights are present)
+    engine: str = "auto"  #: auto | cca | syncnet | both (auto: SyncNet when its weights are present, else cca)
     weights: str | None = None
     device: str | None = None
     max_iterations: int = DEFAULT_MAX_ITERATIONS
@@ -90,6 +92,7 @@ class SyncResult:
     timings: dict[str, float] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
     measured_lag_ms: float | None = None  #: the estimate even when uncertain (what --force would apply)
+    cross_check: dict[str, Any] | None = None  #: the second engine's reading and the agreement
 
     def to_report(self, curves: bool = True) -> dict:
         return {
@@ -105,6 +108,7 @@ class SyncResult:
             "tracks": self.tracks,
             "iterations": [it.to_dict(curves) for it in self.iterations],
             "measured_lag_ms": None if self.measured_lag_ms is None else round(self.measured_lag_ms, 3),
+            "cross_check": self.cross_check,
             "elapsed_s": round(self.elapsed_s, 3),
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
             "options": self.options,
@@ -160,10 +164,12 @@ def _first_estimate(engine: Engine, prepared: Any, opts: SyncOptions) -> list[Es
 
 
 def sync_video(path: str | Path, engine: Engine, opts: SyncOptions | None = None, *, engine_reason: str = "",
-               analysis: Analysis | None = None,
+               cross_check: Engine | None = None, analysis: Analysis | None = None,
                progress: ProgressFn | None = None) -> Iterator[IterationEvent | SyncResult]:
     """Measure ``path``: yield an :class:`IterationEvent` per iteration, then one :class:`SyncResult`.
 
+    ``cross_check`` is a second engine read once on the chosen face: two confident readings more than
+    40 ms apart make the answer uncertain; when only the second is confident, it decides (and iterates).
     Raises ``MediaError`` for input that cannot be used (no audio, no video, unreadable).
     """
     opts = opts or SyncOptions()
@@ -181,11 +187,12 @@ def sync_video(path: str | Path, engine: Engine, opts: SyncOptions | None = None
         analysis = analyse(path, info, on_frame=lambda i: report("analysing", min(1.0, i / total)) if i % 25 == 0
                            else None)
         analysis.timings["probe_s"] = probe_s
-    base = dict(engine=engine.name, engine_reason=engine_reason, info=analysis.info, duration_s=analysis.duration_s,
+    base = dict(engine_reason=engine_reason, info=analysis.info, duration_s=analysis.duration_s,
                 options=opts.to_dict(), timings=dict(analysis.timings))
 
-    def finish(decision: str, reason: str, lag: float | None, conf: float | None, **kw: Any) -> SyncResult:
-        return SyncResult(decision=decision, reason=reason, audio_lag_ms=lag, confidence=conf,
+    def finish(decision: str, reason: str, lag: float | None, conf: float | None, used: Engine = engine,
+               **kw: Any) -> SyncResult:
+        return SyncResult(decision=decision, reason=reason, audio_lag_ms=lag, confidence=conf, engine=used.name,
                           elapsed_s=time.perf_counter() - t0, **base, **kw)
 
     tracks_report = [t.summary() for t in analysis.tracks]
@@ -196,9 +203,15 @@ def sync_video(path: str | Path, engine: Engine, opts: SyncOptions | None = None
     if not analysis.tracks:
         yield finish("uncertain", "no face found in the video", None, None, tracks=tracks_report)
         return
+    speech = speech_frames(analysis.audio, analysis.n_frames + 1)
+
+    def why_not(e: Engine, t: FaceTrack) -> str | None:
+        need = getattr(e, "min_frames", MIN_TRACK_FRAMES)
+        return scorable(t, need, speech, int(need * 0.8))
+
     candidates: list[FaceTrack] = []
     for t, rep in zip(analysis.tracks, tracks_report):
-        why = scorable(t)
+        why = why_not(engine, t)
         rep["scored"] = why is None
         if why:
             rep["reason"] = why
@@ -206,7 +219,7 @@ def sync_video(path: str | Path, engine: Engine, opts: SyncOptions | None = None
             candidates.append(t)
     if not candidates:
         best = max(analysis.tracks, key=lambda t: t.n_frames)
-        yield finish("uncertain", f"too little to measure: {scorable(best)}", None, None, tracks=tracks_report)
+        yield finish("uncertain", why_not(engine, best) or "nothing to measure", None, None, tracks=tracks_report)
         return
 
     # Iteration 1 on every scorable face; the speaking face is the one that scores best.
@@ -215,27 +228,52 @@ def sync_video(path: str | Path, engine: Engine, opts: SyncOptions | None = None
     firsts: dict[int, tuple[Any, Estimate]] = {}
     for k, t in enumerate(candidates):
         prepared = engine.prepare(analysis, t)
-        ests = _first_estimate(engine, prepared, opts)
-        firsts[t.id] = (prepared, ests[-1])
-        rep = next(r for r in tracks_report if r["id"] == t.id)
-        rep["estimate"] = ests[-1].to_dict(curve=False)
+        est = _first_estimate(engine, prepared, opts)[-1]
+        firsts[t.id] = (prepared, est)
+        next(r for r in tracks_report if r["id"] == t.id)["estimate"] = est.to_dict(curve=False)
         report("scoring", (k + 1) / len(candidates))
     chosen = max(candidates, key=lambda t: (firsts[t.id][1].confident, firsts[t.id][1].confidence))
     prepared, first = firsts[chosen.id]
-    iterations = [IterationEvent(1, chosen.id, 0.0, first.audio_lag_ms, first.audio_lag_ms, first.confidence,
-                                 first, time.perf_counter() - t0)]
+
+    # The second engine, read once on the same face.
+    second: Estimate | None = None
+    second_prep: Any = None
+    cross: dict[str, Any] | None = None
+    if cross_check is not None:
+        why = why_not(cross_check, chosen)
+        if why:
+            cross = {"engine": cross_check.name, "skipped": why}
+        else:
+            second_prep = cross_check.prepare(analysis, chosen)
+            second = _first_estimate(cross_check, second_prep, opts)[-1]
+            cross = {**second.to_dict(curve=False)}
+            if first.confident and second.confident:
+                cross["agreement_ms"] = round(abs(first.audio_lag_ms - second.audio_lag_ms), 3)
+                cross["agree"] = bool(cross["agreement_ms"] <= ENGINES_AGREE_MS)
+
+    deciding, deciding_prep, deciding_first = engine, prepared, first
+    if not first.confident and second is not None and second.confident:
+        deciding, deciding_prep, deciding_first = cross_check, second_prep, second
+        base["engine_reason"] += f"; {engine.name} was not confident, {cross_check.name} was and decides"
+
+    iterations = [IterationEvent(1, chosen.id, 0.0, deciding_first.audio_lag_ms, deciding_first.audio_lag_ms,
+                                 deciding_first.confidence, deciding_first, time.perf_counter() - t0)]
     yield iterations[0]
-    if first.confident and first.windows:
-        for ev in _iterate(engine, prepared, opts, first, chosen.id, t0, 2):
+    if deciding_first.confident and deciding_first.windows:
+        for ev in _iterate(deciding, deciding_prep, opts, deciding_first, chosen.id, t0, 2):
             iterations.append(ev)
             yield ev
     base["timings"]["scoring_s"] = time.perf_counter() - ts
     last = iterations[-1]
-    decision, reason = decide(first, last.audio_lag_ms, opts.tolerance_ms, opts.max_search_ms)
+    decision, reason = decide(deciding_first, last.audio_lag_ms, opts.tolerance_ms, opts.max_search_ms)
+    if cross and cross.get("agree") is False:
+        decision = "uncertain"
+        reason = (f"the two engines disagree: {engine.name} {first.audio_lag_ms:+.1f} ms, "
+                  f"{cross_check.name} {second.audio_lag_ms:+.1f} ms (more than {ENGINES_AGREE_MS:.0f} ms apart)")
     confident = decision != "uncertain"
-    yield finish(decision, reason, last.audio_lag_ms if confident else None, first.confidence,
-                 iterations=iterations, tracks=tracks_report, track_id=chosen.id,
-                 measured_lag_ms=last.audio_lag_ms if first.windows else None)
+    yield finish(decision, reason, last.audio_lag_ms if confident else None, deciding_first.confidence,
+                 used=deciding, iterations=iterations, tracks=tracks_report, track_id=chosen.id,
+                 measured_lag_ms=last.audio_lag_ms if deciding_first.windows else None, cross_check=cross)
 
 
 def run_to_result(events: Iterator[IterationEvent | SyncResult]) -> SyncResult:

@@ -15,7 +15,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .model import MFCC_PER_FRAME, MFCC_WINDOW, N_MFCC, SAMPLE_RATE
+from .constants import MFCC_PER_FRAME, MFCC_WINDOW, N_MFCC, SAMPLE_RATE
 
 WIN_LENGTH = 400  #: 25 ms at 16 kHz
 HOP_LENGTH = 160  #: 10 ms at 16 kHz: 100 MFCC frames/s, 4 per 25 fps video frame
@@ -61,25 +61,28 @@ def dct_matrix(n_in: int = N_MELS, n_out: int = N_MFCC) -> np.ndarray:
     return mat
 
 
-def n_mfcc_frames(n_samples: int) -> int:
+def n_mfcc_frames(n_samples: int, hop_length: int = HOP_LENGTH) -> int:
     """Frames the reference produces: 1 + ceil((N - 400) / 160), and 1 for anything shorter."""
     if n_samples <= WIN_LENGTH:
         return 1
-    return 1 + math.ceil((n_samples - WIN_LENGTH) / HOP_LENGTH)
+    return 1 + math.ceil((n_samples - WIN_LENGTH) / hop_length)
 
 
-def mfcc(signal: np.ndarray) -> np.ndarray:
+def mfcc(signal: np.ndarray, hop_length: int = HOP_LENGTH, window: np.ndarray | None = None) -> np.ndarray:
     """MFCCs ``(13, n_frames)`` float32 of a 16 kHz mono signal given in int16 units.
 
     ``signal`` may be int16 or float; floats must already be on the int16 scale (the reference never
-    normalises). The result is transposed to the reference's ``(coefficient, time)`` layout.
+    normalises). The result is transposed to the reference's ``(coefficient, time)`` layout. The defaults
+    are SyncNet's; ``hop_length`` and a ``window`` (python_speech_features' ``winfunc``) serve other users.
     """
     x = np.asarray(signal, dtype=np.float64).ravel()
     x = np.concatenate([x[:1], x[1:] - PREEMPHASIS * x[:-1]])
-    n_frames = n_mfcc_frames(len(x))
-    padded_len = (n_frames - 1) * HOP_LENGTH + WIN_LENGTH
+    n_frames = n_mfcc_frames(len(x), hop_length)
+    padded_len = (n_frames - 1) * hop_length + WIN_LENGTH
     x = np.concatenate([x, np.zeros(padded_len - len(x))])
-    frames = np.lib.stride_tricks.sliding_window_view(x, WIN_LENGTH)[::HOP_LENGTH][:n_frames]
+    frames = np.lib.stride_tricks.sliding_window_view(x, WIN_LENGTH)[::hop_length][:n_frames]
+    if window is not None:
+        frames = frames * window
     power = np.abs(np.fft.rfft(frames, N_FFT)) ** 2 / N_FFT
     energy = power.sum(axis=1)
     energy[energy == 0] = np.finfo(float).eps

@@ -16,7 +16,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from .model import FPS, SAMPLE_RATE
+from .constants import FPS, SAMPLE_RATE
 
 log = logging.getLogger(__name__)
 

@@ -23,28 +23,21 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from .constants import (  # noqa: F401 - re-exported: the model's fixed numbers
+    CROP_SIZE,
+    CROP_SIZE_RANGE,
+    EMBED_DIM,
+    FPS,
+    MFCC_PER_FRAME,
+    MFCC_WINDOW,
+    N_MFCC,
+    SAMPLE_RATE,
+    SAMPLES_PER_FRAME,
+    WINDOW_FRAMES,
+)
+
 log = logging.getLogger(__name__)
 
-#: Video frame rate the network was trained on; one window step is one frame.
-FPS = 25
-#: Audio sample rate of the MFCC front end.
-SAMPLE_RATE = 16000
-#: Video frames per lip window (200 ms).
-WINDOW_FRAMES = 5
-#: MFCC frames (10 ms hop) per video frame (40 ms).
-MFCC_PER_FRAME = 4
-#: MFCC columns per audio window: 5 frames x 4 + 0 = 20 (200 ms plus the 15 ms analysis tail).
-MFCC_WINDOW = WINDOW_FRAMES * MFCC_PER_FRAME
-#: Audio samples per video frame at 16 kHz and 25 fps.
-SAMPLES_PER_FRAME = SAMPLE_RATE // FPS
-#: Side of the square face crop the lip stream expects.
-CROP_SIZE = 224
-#: The lip stream only reduces to 1x1 for square inputs within this range (224 is intended).
-CROP_SIZE_RANGE = (211, 242)
-#: Number of MFCC coefficients per column.
-N_MFCC = 13
-#: Size of both embeddings.
-EMBED_DIM = 1024
 
 
 def _conv_bn_relu(layers: list[nn.Module], conv: nn.Module, channels: int, bn: type[nn.Module]) -> None:

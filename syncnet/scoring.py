@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .model import FPS
+from .constants import FPS
 
 #: The reference CLI's search range: +/-15 frames = +/-600 ms.
 DEFAULT_VSHIFT = 15

@@ -19,10 +19,10 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from .model import expected_state_shapes
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +183,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
     Zip-format checkpoints are memory-mapped, so loading does not hold a second copy of the file.
     """
+    import torch
+
     try:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -206,6 +208,10 @@ def check_state_dict(state: Mapping[str, object]) -> None:
     ``*.num_batches_tracked`` may be missing (the reference loader tolerates it and eval mode never
     reads it); every other one of the 102 entries must be present. The error names the first wrong key.
     """
+    import torch
+
+    from .model import expected_state_shapes
+
     expected = expected_state_shapes()
     for name, value in state.items():
         if name not in expected:

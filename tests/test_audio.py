@@ -48,3 +48,11 @@ def test_dct_matrix_equals_scipy():
 
     x = np.random.default_rng(0).standard_normal((7, 26))
     np.testing.assert_allclose(x @ dct_matrix(), dct(x, type=2, axis=1, norm="ortho")[:, :13], rtol=1e-12, atol=1e-12)
+
+
+def test_hann_window_and_5ms_hop_match_python_speech_features():
+    psf = pytest.importorskip("python_speech_features", reason="dev dependency (requirements-dev.txt)")
+    sig = (np.random.default_rng(3).standard_normal(9000) * 2000).astype(np.int16)
+    ours = mfcc(sig, hop_length=80, window=np.hanning(400))
+    ref = psf.mfcc(sig, 16000, winstep=0.005, winfunc=np.hanning).T
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-4)

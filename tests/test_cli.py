@@ -17,8 +17,11 @@ DETECT_FIELDS = ("audio_lag_ms", "confidence", "decision", "reason", "engine", "
                  "iterations", "elapsed_s")
 
 
-def run(*args: str, check_rc: int | None = 0) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, timeout=600)
+def run(*args: str, check_rc: int | None = 0, env: dict | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    proc = subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **(env or {})})
     if check_rc is not None:
         assert proc.returncode == check_rc, proc.stderr
     return proc
@@ -49,7 +52,10 @@ def test_missing_file_and_missing_weights(tmp_path, example_avi):
     proc = run("detect", str(tmp_path / "nope.mp4"), check_rc=2)
     assert "no such file" in proc.stderr
     proc = run("detect", str(example_avi), "--weights", str(tmp_path / "none.model"), check_rc=2)
-    assert "does not exist" in proc.stderr or "not at" in proc.stderr
+    assert "does not exist" in proc.stderr and "--engine cca" in proc.stderr
+    proc = run("detect", str(example_avi), "--engine", "syncnet", check_rc=2,
+               env={"SYNCNET_WEIGHTS_DIR": str(tmp_path)})
+    assert "needs the SyncNet weights" in proc.stderr
 
 
 def _sha(p: Path) -> str:
@@ -96,11 +102,12 @@ def test_fix_never_overwrites(tmp_path, example_avi):
 def test_fix_uncertain_writes_nothing_unless_forced(tmp_path, example_avi, random_weights):
     src = tmp_path / "clip.avi"
     src.write_bytes(example_avi.read_bytes())
-    out = json.loads(run("fix", str(src), "--weights", str(random_weights), "--json", "--no-curves").stdout)
+    out = json.loads(run("fix", str(src), "--engine", "syncnet", "--weights", str(random_weights), "--json",
+                         "--no-curves").stdout)
     assert out["decision"] == "uncertain" and out["output"] is None and out["applied_shift_ms"] == 0.0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.avi"]
-    forced = json.loads(run("fix", str(src), "--weights", str(random_weights), "--force", "--json",
-                            "--no-curves").stdout)
+    forced = json.loads(run("fix", str(src), "--engine", "syncnet", "--weights", str(random_weights), "--force",
+                            "--json", "--no-curves").stdout)
     assert forced["output"] and "--force" in forced["reason"]
     assert forced["verified_shift_ms"] == pytest.approx(forced["applied_shift_ms"], abs=1.0)
 
