@@ -4,6 +4,7 @@ Clip: ``../shared/fixtures/w2l_input2.mp4`` (1280x720, 29.97 fps H.264 + AAC) lo
 copy (see clips.py). Each command runs in a fresh process, timed from spawn to exit, with its peak RSS:
 
 * floor: FFmpeg's command line decoding the clip to nothing (imageio-ffmpeg's binary), and PyAV's decode;
+* ``python -m pipeline detect --engine cca`` (the weight-free engine) and ``--engine both``;
 * ``python -m pipeline detect --engine syncnet`` with the random golden weights (speed does not depend on
   the values; with random weights the curve is flat, so the engine also takes its slowest path: the
   search widened to +/-2 s);
@@ -83,6 +84,18 @@ def main() -> None:
         print(f"     stages (s): {stages}")
         print(f"     decision {rep['decision']}, windows {rep['iterations'][0]['estimate']['windows']}, "
               f"search +/-{rep['iterations'][0]['estimate']['search_ms']:.0f} ms (random weights: flat curve)")
+
+        wall_cca, rss_cca, out = timed([py, "-m", "pipeline", "detect", str(clip), "--engine", "cca", "--json",
+                                        "--no-curves"])
+        rep = json.loads(out)
+        stages = ", ".join(f"{k} {v:.2f}" for k, v in rep["timings"].items())
+        print(f"  detect --engine cca          {wall_cca:6.2f} s  ({wall_cca / floor:4.1f}x floor)  peak RSS "
+              f"{rss_cca:6.0f} MB  (target: 10 s)")
+        print(f"     stages (s): {stages}")
+        print(f"     decision {rep['decision']}, audio_lag_ms {rep['audio_lag_ms']}, confidence {rep['confidence']}")
+        wall_both, rss_both, out = timed([py, "-m", "pipeline", "detect", str(clip), "--engine", "both", "--weights",
+                                          str(WEIGHTS), "--json", "--no-curves"])
+        print(f"  detect --engine both         {wall_both:6.2f} s  peak RSS {rss_both:6.0f} MB")
 
         out_path = Path(tmp) / "fixed.mp4"
         wall_fix, rss_fix, out = timed([py, "-m", "pipeline", "fix", str(clip), "--apply-ms", "120", "-o",

@@ -127,12 +127,20 @@ def iter_video_frames(path: str | Path, fps: int = FPS, fmt: str = "bgr24",
             yield held[0].to_ndarray(**kwargs)
 
 
+#: Timestamp gaps (or overlaps) in an audio stream larger than this are filled with silence (or trimmed),
+#: as ``ffmpeg -async 1`` does; smaller ones are resampler delay and jitter.
+AUDIO_GAP_S = Fraction(1, 50)
+
+
 def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, align_to_video: bool = True) -> np.ndarray:
     """The first audio stream as mono int16 at ``sample_rate`` (FFmpeg's resampler, as ``ffmpeg -ac 1 -ar``).
 
-    With ``align_to_video``, sample 0 is put at the first video frame's time: audio that starts later is
-    preceded by silence, audio that starts earlier is trimmed. Raises :class:`MediaError` when there is
-    no audio stream.
+    Samples are placed by their timestamps: a gap in the stream (an edit, a dropped packet, concatenated
+    recordings) becomes silence and an overlap is trimmed, so the sound stays on the video's clock instead
+    of drifting by the accumulated gaps. With ``align_to_video``, sample 0 is put at the first video frame's
+    time: audio that starts later is preceded by silence, audio that starts earlier is trimmed. A decoding
+    error part-way (a truncated file) keeps what was decoded. Raises :class:`MediaError` when there is no
+    audio stream.
     """
     with open_container(path) as container:
         if not container.streams.audio:
@@ -141,11 +149,31 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, align_to_video:
         resampler = av.AudioResampler(format="s16", layout="mono", rate=sample_rate)
         chunks: list[np.ndarray] = []
         start: Fraction | None = None
-        for i, frame in enumerate(container.decode(stream)):
-            if start is None:
-                start = _frame_time(frame, stream, i)
-            for out in resampler.resample(frame):
-                chunks.append(out.to_ndarray().reshape(-1))
+        pos = 0  # samples placed so far
+        tolerance = int(AUDIO_GAP_S * sample_rate)
+        try:
+            for i, frame in enumerate(container.decode(stream)):
+                t = _frame_time(frame, stream, i) if frame.pts is not None else None
+                if start is None:
+                    start = t if t is not None else Fraction(0)
+                drop = 0
+                if t is not None:
+                    expected = int(round((t - start) * sample_rate))
+                    if expected - pos > tolerance:
+                        log.debug("audio gap of %d samples at %.3f s: silence", expected - pos, float(t))
+                        chunks.append(np.zeros(expected - pos, np.int16))
+                        pos = expected
+                    elif pos - expected > tolerance:
+                        drop = pos - expected
+                for out in resampler.resample(frame):
+                    data = out.to_ndarray().reshape(-1)
+                    if drop:
+                        cut = min(drop, len(data))
+                        data, drop = data[cut:], drop - cut
+                    chunks.append(data)
+                    pos += len(data)
+        except av.FFmpegError as exc:
+            log.warning("%s: audio decoding stopped early (%s); using what was readable", Path(path).name, exc)
         for out in resampler.resample(None):
             chunks.append(out.to_ndarray().reshape(-1))
     audio = np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
