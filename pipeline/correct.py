@@ -81,6 +81,9 @@ _EXPERIMENTAL_OK = {"strict": "experimental"}
 _DTYPES = {"u8p": "u1", "s16p": "i2", "s32p": "i4", "s64p": "i8", "fltp": "f4", "dblp": "f8"}
 #: Samples per frame handed to the encoder (PyAV cuts them to the encoder's frame size itself).
 _CHUNK = 4096
+#: Jumps in an audio stream's timestamps beyond this are gaps (filled) or overlaps (trimmed), as in
+#: :func:`syncnet.media.load_audio`; smaller ones are rounding.
+GAP_TOLERANCE_S = Fraction(1, 50)
 
 
 @dataclass(frozen=True)
@@ -247,8 +250,10 @@ class _AudioShifter:
         self.pending_n = 0
         if drop < 0:
             self._queue(np.zeros((self.channels, -drop), self.dtype))
-        self.consumed = 0  # input samples seen
+        self.consumed = 0  # input samples seen (with the silence put into gaps of the input's timestamps)
         self.emitted = 0  # samples given to the encoder
+        self.origin: Fraction | None = None  # time of the first decoded sample
+        self.gap_tolerance = int(self.rate * GAP_TOLERANCE_S)
 
     def _queue(self, data: np.ndarray) -> None:
         if data.shape[1]:
@@ -296,7 +301,7 @@ class _AudioShifter:
                             self.stream.index, self.planar_format, self.layout, self.rate)
                 self.resampler = av.AudioResampler(format=self.planar_format, layout=self.layout, rate=self.rate)
             return [p for f in self.resampler.resample(frame) for p in self.push(f)]
-        data = _planar(frame)
+        data = self._on_clock(frame, _planar(frame))
         self.consumed += data.shape[1]
         if self.skip:
             cut = min(self.skip, data.shape[1])
@@ -305,6 +310,27 @@ class _AudioShifter:
         self._queue(data)
         ready = self._ready()
         return self._encode(self._take(ready)) if ready > 0 else []
+
+    def _on_clock(self, frame: av.AudioFrame, data: np.ndarray) -> np.ndarray:
+        """Keep the samples on the input's clock: silence into a timestamp gap, an overlap trimmed.
+
+        Decoders hand over samples back to back even where the stream's timestamps jump (edited or
+        concatenated files, dropped packets); shifting that unchanged would move the sound after each jump.
+        """
+        if frame.pts is None or frame.time_base is None:
+            return data
+        t = frame.pts * frame.time_base
+        if self.origin is None:
+            self.origin = t
+            return data
+        gap = int(round((t - self.origin) * self.rate)) - self.consumed
+        if gap > self.gap_tolerance:
+            log.debug("audio stream #%d: %d samples missing at %.3f s, filled with silence", self.stream.index,
+                      gap, float(t))
+            return np.concatenate([np.zeros((self.channels, gap), self.dtype), data], axis=1)
+        if gap < -self.gap_tolerance:
+            return data[:, min(-gap, data.shape[1]) :]
+        return data
 
     def finish(self) -> list[av.Packet]:
         """The rest of the stream, silence to the input's length after an advance, and the encoder's tail."""

@@ -446,3 +446,39 @@ def test_default_output_path_never_clobbers(tmp_path: Path):
     # an input that already carries the marker gets a fresh name too, never itself
     again = tmp_path / "talk.synced.mp4"
     assert default_output_path(again) not in (again, first, second) and not default_output_path(again).exists()
+
+
+def test_gap_in_audio_timestamps_stays_on_the_clock(tmp_path: Path, fixtures_dir: Path):
+    """A 0.5 s hole in the audio's timestamps: the shifted copy keeps the hole where the clock puts it."""
+    from fractions import Fraction as F
+
+    speech_16k = load_audio(fixtures_dir / "example.avi")[: 16000 * 4]
+    src = tmp_path / "gap.mkv"
+    with av.open(str(src), "w") as out:
+        vs = out.add_stream("libx264", rate=25)
+        vs.width = vs.height = 64
+        vs.pix_fmt = "yuv420p"
+        aus = out.add_stream("pcm_s16le", rate=16000)
+        aus.layout = "mono"
+        for i in range(125):
+            f = av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")
+            f.pts = i
+            for p in vs.encode(f):
+                out.mux(p)
+        for p in vs.encode():
+            out.mux(p)
+        for start in range(0, len(speech_16k), 1600):
+            af = av.AudioFrame.from_ndarray(speech_16k[None, start : start + 1600], format="s16", layout="mono")
+            af.sample_rate, af.time_base = 16000, F(1, 16000)
+            af.pts = start + (8000 if start >= 32000 else 0)
+            for p in aus.encode(af):
+                out.mux(p)
+        for p in aus.encode():
+            out.mux(p)
+    dst = tmp_path / "gap.fixed.mkv"
+    write_shifted(src, dst, 53.3)
+    assert measure_shift(src, dst) == pytest.approx(53.3, abs=1.0)
+    before, after = load_audio(src), load_audio(dst)
+    d = int(round(53.3 * 16))
+    # the second half (after the hole) is shifted by the same amount as the first
+    np.testing.assert_array_equal(after[40000 - d : 56000 - d], before[40000:56000])
