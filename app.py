@@ -1,60 +1,313 @@
-"""SyncFix web app: a thin Gradio shell over the library.
+"""SyncFix web app: upload a video, watch each iteration, play and download the synced video.
 
-This first version scores a 224x224 face-crop clip with SyncNet (what ``python -m syncnet score``
-does); the full upload-measure-fix pipeline arrives with ``pipeline/``. Nothing here computes anything
-itself: it validates input, calls the library, and turns library errors into Gradio errors.
+A thin Gradio shell over the library: it reads its settings from the environment, turns the pipeline's
+events into a status line, a table and a plot, and the library's errors into Gradio errors. The same event
+is the public API ``/sync`` (see README: gradio_client and curl). Runs unchanged as a Hugging Face Space.
 """
 
 from __future__ import annotations
 
 import os
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before importing gradio: no phoning home
+# Before gradio is imported: no analytics, no telemetry, unless asked for.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "True" if os.environ.get("SYNCFIX_ANALYTICS") == "1" else "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-import functools  # noqa: E402
+import json  # noqa: E402
 import logging  # noqa: E402
+import logging.handlers  # noqa: E402
+import tempfile  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import gradio as gr  # noqa: E402
+import matplotlib  # noqa: E402
 
-from syncnet import Embedder, WeightsError, load_model  # noqa: E402
-from syncnet.inference import CropSizeError  # noqa: E402
+matplotlib.use("Agg")
+
+from pipeline.correct import measure_shift, write_shifted  # noqa: E402
+from pipeline.engines import ENGINES, EngineUnavailable, select_engines  # noqa: E402
+from pipeline.jobs import JOB_PREFIX, Job, cleanup_stale, job  # noqa: E402
+from pipeline.media import probe  # noqa: E402
+from pipeline.plots import sync_figure  # noqa: E402
+from pipeline.preview import make_preview  # noqa: E402
+from pipeline.sync import (  # noqa: E402
+    DEFAULT_MAX_ITERATIONS,
+    DEFAULT_SEARCH_MS,
+    DEFAULT_TOLERANCE_MS,
+    IterationEvent,
+    SyncOptions,
+    SyncResult,
+    sync_video,
+)
 from syncnet.media import MediaError  # noqa: E402
-from syncnet.score import score_video  # noqa: E402
+from syncnet.weights import WeightsError  # noqa: E402
 
 log = logging.getLogger("syncfix.app")
 
+ROOT = Path(__file__).resolve().parent
+FIXTURES = Path(os.environ.get("SYNCFIX_SHARED", ROOT.parent / "shared")) / "fixtures"
+#: Containers we write back; an upload's name is never used for output files, only this suffix.
+CONTAINERS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi")
 
-@functools.lru_cache(maxsize=1)
-def _model() -> Embedder:
-    """Loaded once per process, not per request."""
-    return load_model(os.environ.get("SYNCNET_WEIGHTS") or None)
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable, from environment variables (see the README's table)."""
+
+    server_name: str = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
+    server_port: int = int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
+    max_upload_mb: int = int(os.environ.get("SYNCFIX_MAX_UPLOAD_MB", "500"))
+    max_duration_s: float = float(os.environ.get("SYNCFIX_MAX_DURATION_S", "1800"))
+    queue_size: int = int(os.environ.get("SYNCFIX_QUEUE_SIZE", "16"))
+    concurrency: int = int(os.environ.get("SYNCFIX_CONCURRENCY", "1"))
+    weights_dir: str | None = os.environ.get("SYNCNET_WEIGHTS_DIR")
+    temp_dir: Path = Path(os.environ.get("SYNCFIX_TEMP_DIR", Path(tempfile.gettempdir()) / "syncfix"))
+    retention_s: float = float(os.environ.get("SYNCFIX_RETENTION_S", "3600"))
+    auth: str | None = os.environ.get("SYNCFIX_AUTH")
+    share: bool = os.environ.get("SYNCFIX_SHARE", "0") == "1"
+    log_level: str = os.environ.get("SYNCFIX_LOG_LEVEL", "INFO")
+    log_file: str | None = os.environ.get("SYNCFIX_LOG_FILE")
+    fetch_weights: bool = os.environ.get("SYNCFIX_FETCH_WEIGHTS", "1" if os.environ.get("SYSTEM") == "spaces"
+                                         else "0") == "1"
 
 
-def score(video: str | None) -> dict:
+SETTINGS = Settings()
+
+
+def configure_logging(settings: Settings = SETTINGS) -> None:
+    """One configuration: level, stderr, and an optional rotating log file."""
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    if settings.log_file:
+        handlers.append(logging.handlers.RotatingFileHandler(settings.log_file, maxBytes=10_000_000, backupCount=3))
+    logging.basicConfig(level=settings.log_level.upper(), handlers=handlers, force=True,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+try:  # ZeroGPU: only the measuring runs on the GPU; off ZeroGPU spaces.GPU returns the function unchanged
+    import spaces
+
+    gpu = spaces.GPU(duration=120)
+except ImportError:  # pragma: no cover - spaces is in requirements.txt
+    def gpu(fn):
+        return fn
+
+
+@gpu
+def _measure(path: str, engine: str, opts: SyncOptions, progress=None) -> Iterator[IterationEvent | SyncResult]:
+    """The GPU part: SyncNet (and the cross-check) on the clip, yielding every iteration, then the result."""
+    choice = select_engines(engine, None, None, opts.min_confidence)
+    yield from sync_video(path, choice.primary, opts, engine_reason=choice.reason, cross_check=choice.cross_check,
+                          progress=progress)
+
+
+def _table(events: list[IterationEvent]) -> list[list]:
+    return [[e.iteration, round(e.audio_lag_ms, 1), round(e.residual_ms, 1), round(e.confidence, 3),
+             e.estimate.engine] for e in events]
+
+
+TABLE_HEADERS = ["iteration", "audio lag (ms)", "residual (ms)", "confidence", "engine"]
+
+
+def _explain(result: SyncResult | None, lag: float | None, applied: bool, verified: float | None) -> str:
+    """The outcome in plain words."""
+    if result is None:
+        head = f"Applied the manual shift: the audio moved {abs(lag):.1f} ms {'earlier' if lag > 0 else 'later'}."
+    elif result.decision == "in_sync":
+        return (f"In sync: the sound is {result.audio_lag_ms:+.1f} ms from the lips, within the tolerance. "
+                "No new file was made.")
+    elif result.decision == "uncertain":
+        return (f"Could not decide ({result.reason}). Nothing was changed; set a manual shift in Options to "
+                "apply one anyway.")
+    else:
+        side = "after" if lag > 0 else "before"
+        head = (f"The sound came {abs(lag):.1f} ms {side} the lips (confidence {result.confidence:.2f}, "
+                f"{result.engine}); the audio was moved {'earlier' if lag > 0 else 'later'} by that much.")
+    if applied and verified is not None:
+        head += f" Checked in the written file: {verified:+.1f} ms."
+    return head
+
+
+def _output_name(src: Path) -> str:
+    """A generated output name: ``synced`` plus the input's container suffix (never the upload's name)."""
+    suffix = src.suffix.lower()
+    return "synced" + (suffix if suffix in CONTAINERS else ".mp4")
+
+
+def _run(j: Job, path: Path, engine: str, opts: SyncOptions, manual_ms: float | None,
+         progress: gr.Progress) -> Iterator[tuple]:
+    skip = gr.skip()
+    progress(0.0, desc="checking the file")
+    info = probe(path)
+    j.log.info("input %s: %.1f s, %s, %d streams", info.format, info.duration_s, info.video.codec, len(info.streams))
+    if info.duration_s > SETTINGS.max_duration_s:
+        raise gr.Error(f"The video is {info.duration_s / 60:.1f} min long; this server takes up to "
+                       f"{SETTINGS.max_duration_s / 60:.0f} min. Trim it and upload again.")
+    events: list[IterationEvent] = []
+    result: SyncResult | None = None
+    yield "Analysing faces and sound…", [], sync_figure([]), skip, skip, skip
+    if manual_ms:
+        lag: float | None = float(manual_ms)
+    else:
+        def stage(name: str, frac: float) -> None:
+            progress(0.05 + (0.55 if name == "analysing" else 0.2) * frac + (0.55 if name == "scoring" else 0.0),
+                     desc=name)
+
+        for ev in _measure(str(path), engine, opts, None if os.environ.get("SPACES_ZERO_GPU") else stage):
+            if isinstance(ev, SyncResult):
+                result = ev
+                continue
+            events.append(ev)
+            j.log.info("iteration %d: lag %+.1f ms, confidence %.3f", ev.iteration, ev.audio_lag_ms, ev.confidence)
+            yield (f"Iteration {ev.iteration}: audio lag {ev.audio_lag_ms:+.1f} ms (residual {ev.residual_ms:+.1f}), "
+                   f"confidence {ev.confidence:.2f}", _table(events), sync_figure(events), skip, skip, skip)
+        assert result is not None
+        lag = result.audio_lag_ms if result.decision == "shift" else None
+        j.log.info("decision %s: %s", result.decision, result.reason)
+    report = result.to_report() if result else {"decision": "shift", "reason": "manual shift", "engine": "manual",
+                                                "audio_lag_ms": lag, "input": info.to_dict()}
+    video = corrected = None
+    verified = None
+    if lag is not None:
+        progress(0.8, desc="writing the corrected file")
+        corrected = j.dir / _output_name(path)
+        written = write_shifted(path, corrected, lag)
+        progress(0.9, desc="verifying")
+        verified = measure_shift(path, written.output)
+        video = make_preview(written.output, j.dir / "synced_preview.mp4")
+        report.update(applied_shift_ms=round(written.applied_shift_ms, 3), verified_shift_ms=round(verified, 3),
+                      output=corrected.name)
+        j.log.info("wrote %s, shifted %+.2f ms, verified %+.2f ms", corrected.name, written.applied_shift_ms, verified)
+    else:
+        report.update(applied_shift_ms=0.0, verified_shift_ms=None, output=None)
+    report.update(job_id=j.id, job_log=j.lines)
+    report_path = j.dir / "report.json"
+    report_path.write_text(json.dumps(report, indent=1))
+    progress(1.0, desc="done")
+    yield (_explain(result, lag, corrected is not None, verified), _table(events), sync_figure(events),
+           str(video) if video else None, str(corrected) if corrected else None, str(report_path))
+
+
+def sync(video: str | None, engine: str = "auto", search_ms: float = DEFAULT_SEARCH_MS,
+         max_iterations: int = DEFAULT_MAX_ITERATIONS, min_confidence: float | None = None,
+         tolerance_ms: float = DEFAULT_TOLERANCE_MS, manual_ms: float | None = None,
+         progress: gr.Progress = gr.Progress()) -> Iterator[tuple]:  # noqa: B008 - Gradio's idiom
+    """The /sync event: yields (status, iterations table, plot, synced video, corrected file, report)."""
     if not video:
         raise gr.Error("Please upload a video first.")
+    path = Path(video)
     try:
-        result = score_video(video, _model())
-    except (MediaError, CropSizeError, WeightsError) as exc:
-        raise gr.Error(str(exc)) from exc
-    return result.to_dict()
+        opts = SyncOptions(engine=engine or "auto", max_iterations=int(max_iterations or DEFAULT_MAX_ITERATIONS),
+                           tolerance_ms=float(tolerance_ms or DEFAULT_TOLERANCE_MS),
+                           min_confidence=float(min_confidence) if min_confidence else None,
+                           search_ms=min(2000.0, max(40.0, float(search_ms or DEFAULT_SEARCH_MS))))
+    except (TypeError, ValueError) as exc:
+        raise gr.Error(f"An option is not a number: {exc}") from exc
+    cleanup_stale(SETTINGS.temp_dir, SETTINGS.retention_s)
+    with job(SETTINGS.temp_dir) as j:
+        try:
+            yield from j.follow(_run(j, path, opts.engine, opts, manual_ms, progress))
+        except gr.Error:
+            raise
+        except (MediaError, EngineUnavailable, WeightsError) as exc:
+            j.log.info("refused: %s", exc)
+            raise gr.Error(str(exc)) from exc
+        except Exception as exc:
+            log.exception("job %s failed", j.id)
+            raise gr.Error(f"Something went wrong while processing this video (job {j.id}); the server log has "
+                           "the details. Try another file, or report the job id.") from exc
 
 
-def build_demo() -> gr.Blocks:
-    with gr.Blocks(title="SyncFix") as demo:
-        gr.Markdown("# SyncFix\nScore the lip sync of a 224x224 face-crop clip with SyncNet.")
-        video = gr.Video(label="Face-crop clip")
-        button = gr.Button("Score", variant="primary")
-        out = gr.JSON(label="SyncNet result")
-        button.click(score, video, out, api_name="score")
+def input_preview(video: str | None) -> str | None:
+    """A browser-playable copy of the upload (AVI, MOV/ProRes, MKV and WebM do not all play in a page)."""
+    if not video:
+        return None
+    try:
+        cleanup_stale(SETTINGS.temp_dir, SETTINGS.retention_s)
+        folder = Path(tempfile.mkdtemp(prefix=f"{JOB_PREFIX}preview-", dir=SETTINGS.temp_dir))
+        return str(make_preview(Path(video), folder / "input_preview.mp4"))
+    except (MediaError, OSError, ValueError) as exc:
+        log.info("no preview for the upload: %s", exc)
+        return None
+
+
+def build_demo(settings: Settings = SETTINGS) -> gr.Blocks:
+    settings.temp_dir.mkdir(parents=True, exist_ok=True)
+    with gr.Blocks(title="SyncFix", delete_cache=(int(settings.retention_s), int(settings.retention_s))) as demo:
+        gr.Markdown("# SyncFix\nUpload a video of someone talking: SyncFix measures how far the sound is out of "
+                    "step with the lips, shifts the audio to fix it, and hands the corrected video back.")
+        with gr.Row():
+            with gr.Column():
+                in_file = gr.File(label="Video", file_types=list(CONTAINERS), type="filepath", elem_id="in_file")
+                in_preview = gr.Video(label="Your upload", interactive=False, elem_id="in_preview")
+                with gr.Accordion("Options", open=False):
+                    engine = gr.Dropdown(list(ENGINES), value="auto", label="Engine",
+                                         info="auto: SyncNet when its weights are present, else the weight-free cca")
+                    search = gr.Number(DEFAULT_SEARCH_MS, label="Search range (± ms)", minimum=40, maximum=2000)
+                    iters = gr.Number(DEFAULT_MAX_ITERATIONS, label="Maximum iterations", precision=0, minimum=1,
+                                      maximum=10)
+                    conf = gr.Number(None, label="Confidence threshold (0 or empty: the engine's own)")
+                    tol = gr.Number(DEFAULT_TOLERANCE_MS, label="Tolerance (ms)", minimum=0)
+                    manual = gr.Number(None, label="Manual shift in ms (0 or empty: measure; > 0 moves the audio "
+                                                   "earlier, < 0 later, without measuring)")
+                button = gr.Button("Sync", variant="primary", elem_id="sync_btn")
+            with gr.Column():
+                status = gr.Textbox(label="Status", interactive=False, lines=3, elem_id="status")
+                table = gr.Dataframe(headers=TABLE_HEADERS, label="Iterations", interactive=False, elem_id="table")
+                plot = gr.Plot(label="Confidence", elem_id="plot")
+                out_video = gr.Video(label="Synced video", interactive=False, elem_id="out_video")
+                out_file = gr.File(label="Corrected file (original container and codecs)", elem_id="out_file")
+                report = gr.File(label="Report (JSON)", elem_id="report")
+        if FIXTURES.is_dir():
+            clips = [str(FIXTURES / n) for n in ("example.avi", "w2l_input2.mp4", "synced_example.avi")
+                     if (FIXTURES / n).exists()]
+            if clips:
+                gr.Examples([[c] for c in clips], inputs=[in_file], label="Examples (development clips)")
+        in_file.change(input_preview, in_file, in_preview, api_visibility="private")
+        button.click(sync, [in_file, engine, search, iters, conf, tol, manual],
+                     [status, table, plot, out_video, out_file, report], api_name="sync",
+                     show_progress_on=[out_video], concurrency_limit=settings.concurrency)
+    demo.queue(max_size=settings.queue_size, default_concurrency_limit=settings.concurrency)
     return demo
 
 
+def launch_kwargs(settings: Settings = SETTINGS) -> dict:
+    kw: dict = dict(server_name=settings.server_name, server_port=settings.server_port, share=settings.share,
+                    max_file_size=f"{settings.max_upload_mb}mb")
+    if FIXTURES.is_dir():
+        kw["allowed_paths"] = [str(FIXTURES)]
+    if settings.auth:
+        user, _, password = settings.auth.partition(":")
+        if not user or not password:
+            raise SystemExit("SYNCFIX_AUTH must be user:password")
+        kw["auth"] = (user, password)
+    return kw
+
+
+def prepare_weights(settings: Settings = SETTINGS) -> None:
+    """On a Space (or with SYNCFIX_FETCH_WEIGHTS=1): fetch the SyncNet weights at start-up and load them
+    once; without them the app runs on the weight-free engine."""
+    from syncnet.weights import ensure_weights
+
+    if settings.fetch_weights:
+        try:
+            ensure_weights(progress=False)
+        except WeightsError as exc:
+            log.warning("SyncNet weights unavailable: %s", exc)
+    try:
+        from pipeline.engines import syncnet_embedder
+        from syncnet.weights import weights_available
+
+        if weights_available():
+            syncnet_embedder()
+            log.info("SyncNet loaded")
+    except EngineUnavailable as exc:
+        log.warning("SyncNet not loaded: %s", exc)
+
+
 if __name__ == "__main__":
-    logging.basicConfig(level=os.environ.get("SYNCFIX_LOG_LEVEL", "INFO"))
-    build_demo().queue(max_size=8).launch(
-        server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-        server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
-        share=False,
-    )
+    configure_logging()
+    cleanup_stale(SETTINGS.temp_dir, SETTINGS.retention_s)
+    prepare_weights()
+    build_demo().launch(**launch_kwargs())

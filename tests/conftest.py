@@ -2,11 +2,41 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+# The app under test must not phone home, and its job folders go to a fresh place (checked for leftovers).
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
+os.environ["SYNCFIX_TEMP_DIR"] = tempfile.mkdtemp(prefix="syncfix-test-jobs-")
+
+
+def _is_local(host: object) -> bool:
+    if host in (None, "", "localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback or str(host) == "0.0.0.0"
+    except ValueError:
+        return False
+
+
+def _no_network(event: str, args: tuple) -> None:
+    """Every test runs with no request leaving the machine: a lookup or connection elsewhere fails loudly."""
+    if event == "socket.getaddrinfo" and not _is_local(args[0]):
+        raise RuntimeError(f"test tried to resolve {args[0]!r}: no request may leave 127.0.0.1")
+    if event == "socket.connect" and isinstance(args[1], tuple) and not _is_local(args[1][0]):
+        raise RuntimeError(f"test tried to connect to {args[1]!r}: no request may leave 127.0.0.1")
+
+
+sys.addaudithook(_no_network)
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("SYNCFIX_SHARED", ROOT.parent / "shared"))

@@ -1,0 +1,136 @@
+"""The Gradio app through its public API (/sync) with gradio_client, against an in-process server."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import av
+import pytest
+
+gradio_client = pytest.importorskip("gradio_client", reason="gradio_client comes with gradio (requirements.txt)")
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+from pipeline.correct import measure_shift  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def server():
+    import app
+
+    demo = app.build_demo()
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, max_file_size="50mb")
+    yield demo.local_url, app
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return Client(server[0], verbose=False)
+
+
+def _run(client: Client, path: Path, **kw) -> tuple[list, tuple]:
+    args = dict(engine="cca", search_ms=600, max_iterations=3, min_confidence=None, tolerance_ms=20, manual_ms=None)
+    args.update(kw)
+    job = client.submit(handle_file(str(path)), *args.values(), api_name="/sync")
+    outputs = list(job)
+    return outputs, job.result()
+
+
+def test_streams_every_iteration_then_a_corrected_file(client, example_avi):
+    outputs, final = _run(client, example_avi)
+    statuses = [o[0] for o in outputs]
+    iterations = [s for s in statuses if s.startswith("Iteration")]
+    assert statuses[0].startswith("Analysing")
+    assert len(iterations) >= 2 and iterations[0].startswith("Iteration 1") and iterations[1].startswith("Iteration 2")
+    assert outputs[1][2]["type"] == "matplotlib" and outputs[1][2]["plot"].startswith("data:image")
+    status, table, plot, video, corrected, report = final
+    assert "before the lips" in status and "Checked in the written file" in status
+    assert len(table["data"]) == len(iterations)
+    rep = json.loads(Path(report).read_text())
+    assert rep["decision"] == "shift" and rep["engine"] == "cca" and rep["job_id"]
+    assert any(rep["job_id"] in line for line in rep["job_log"]), "the job log goes into the report"
+    # the download: same container and codecs as the upload, shifted as reported
+    with av.open(corrected) as a, av.open(str(example_avi)) as b:
+        assert [s.codec_context.name for s in a.streams] == [s.codec_context.name for s in b.streams]
+    assert measure_shift(example_avi, Path(corrected)) == pytest.approx(rep["applied_shift_ms"], abs=1.0)
+    # the inline video: browser-playable H.264 + AAC MP4 of the same length
+    with av.open(video) as v:
+        assert [s.codec_context.name for s in v.streams] == ["h264", "aac"]
+        assert v.duration / 1e6 == pytest.approx(12.68, abs=0.1)
+
+
+def test_in_sync_makes_no_file(client, synced_avi):
+    _, final = _run(client, synced_avi)
+    status, _, _, video, corrected, report = final
+    assert status.startswith("In sync") and "No new file" in status
+    assert video is None and corrected is None
+    assert json.loads(Path(report).read_text())["decision"] == "in_sync"
+
+
+def test_uncertain_is_explained_and_changes_nothing(client, fixtures_dir):
+    _, final = _run(client, fixtures_dir / "w2l_input4.mp4")
+    status, _, _, video, corrected, report = final
+    assert status.startswith("Could not decide") and video is None and corrected is None
+    assert json.loads(Path(report).read_text())["decision"] == "uncertain"
+
+
+def test_manual_shift(client, example_avi):
+    _, final = _run(client, example_avi, manual_ms=-40.0)
+    assert final[0].startswith("Applied the manual shift")
+    assert measure_shift(example_avi, Path(final[4])) == pytest.approx(-40.0, abs=1.0)
+
+
+@pytest.mark.parametrize("name,message", [("video_no_audio.avi", "no audio track"),
+                                          ("video_no_video_stream.avi", "no video track")])
+def test_errors_arrive_as_app_errors(client, fixtures_dir, name, message):
+    with pytest.raises(AppError, match=message):
+        _run(client, fixtures_dir / name)
+
+
+def test_garbage_upload_is_a_clear_error_and_the_app_keeps_serving(client, tmp_path, example_avi):
+    junk = tmp_path / "notes.mp4"
+    junk.write_text("not a video at all\n" * 100)
+    with pytest.raises(AppError, match="not a readable video"):
+        _run(client, junk)
+    _, final = _run(client, example_avi, manual_ms=10.0)  # still serving
+    assert final[4]
+
+
+def test_job_folders_are_removed(client, server, example_avi):
+    _run(client, example_avi, manual_ms=5.0)
+    root = Path(os.environ["SYNCFIX_TEMP_DIR"])
+    assert not [p for p in root.glob("job-*") if not p.name.startswith("job-preview-")]
+
+
+def test_api_is_documented(client):
+    api = client.view_api(return_format="dict", print_info=False)
+    assert "/sync" in api["named_endpoints"]
+    names = [p["parameter_name"] for p in api["named_endpoints"]["/sync"]["parameters"]]
+    assert names[:2] == ["video", "engine"]
+
+
+def test_plain_http_upload_then_stream(server, example_avi):
+    """The README's curl flow: upload, POST /gradio_api/call/sync, read the event stream."""
+    import urllib.request
+    import uuid
+
+    url = server[0].rstrip("/")
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"clip.avi\"\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n").encode() + example_avi.read_bytes() + \
+        f"\r\n--{boundary}--\r\n".encode()
+    req = urllib.request.Request(f"{url}/gradio_api/upload", data=body,
+                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    uploaded = json.loads(urllib.request.urlopen(req, timeout=60).read())[0]
+    call = {"data": [{"path": uploaded, "meta": {"_type": "gradio.FileData"}}, "cca", 600, 3, None, 20, None]}
+    req = urllib.request.Request(f"{url}/gradio_api/call/sync", data=json.dumps(call).encode(),
+                                 headers={"Content-Type": "application/json"})
+    event_id = json.loads(urllib.request.urlopen(req, timeout=60).read())["event_id"]
+    stream = urllib.request.urlopen(f"{url}/gradio_api/call/sync/{event_id}", timeout=300).read().decode()
+    events = [line.split(": ", 1)[1] for line in stream.splitlines() if line.startswith("event: ")]
+    assert events.count("generating") >= 3 and events[-1] == "complete"
+    final = json.loads([line for line in stream.splitlines() if line.startswith("data: ")][-1][6:])
+    assert "before the lips" in final[0] and final[4]["orig_name"] == "synced.avi"
