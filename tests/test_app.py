@@ -134,3 +134,33 @@ def test_plain_http_upload_then_stream(server, example_avi):
     assert events.count("generating") >= 3 and events[-1] == "complete"
     final = json.loads([line for line in stream.splitlines() if line.startswith("data: ")][-1][6:])
     assert "before the lips" in final[0] and final[4]["orig_name"] == "synced.avi"
+
+
+def test_too_long_is_refused_with_the_limit(server, example_avi, monkeypatch):
+    """The handler as a plain generator (same code the event runs), with a 5 s limit."""
+    import dataclasses
+
+    import gradio as gr
+
+    app = server[1]
+    monkeypatch.setattr(app, "SETTINGS", dataclasses.replace(app.SETTINGS, max_duration_s=5.0))
+    with pytest.raises(gr.Error, match="takes up to 0 min|Trim it"):
+        list(app.sync(str(example_avi), "cca"))
+
+
+def test_too_large_is_refused_before_processing(server, tmp_path, example_avi):
+    import urllib.error
+    import urllib.request
+    import uuid
+
+    url = server[0].rstrip("/")
+    big = example_avi.read_bytes() * 50  # 55 MB, over the 50 MB this test server allows
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"big.avi\"\r\n\r\n").encode() \
+        + big + f"\r\n--{boundary}--\r\n".encode()
+    req = urllib.request.Request(f"{url}/gradio_api/upload", data=body,
+                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=60)
+    assert err.value.code in (400, 413)
+    assert b"size" in err.value.read().lower()

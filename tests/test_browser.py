@@ -55,7 +55,9 @@ def test_upload_sync_play(browser, app_url, example_avi):
     page.route("**/*", guard)
     page.goto(app_url, wait_until="networkidle")
     page.locator("#in_file input[type=file]").set_input_files(str(example_avi))
-    page.wait_for_timeout(1500)
+    # the AVI upload gets a playable preview
+    page.wait_for_function("() => { const v = document.querySelector('#in_preview video');"
+                           " return v && v.readyState >= 1 && v.duration > 0; }", timeout=60_000)
     # the engine that needs no weights, so the run is real without the SyncNet download
     page.get_by_text("Options").click()
     page.get_by_role("combobox", name="Engine").click()
