@@ -171,3 +171,46 @@ def write_av_clip(path: Path, tracks: list[np.ndarray], *, audio_codecs: list[st
             packet.duration = end_ms - start_ms
             out.mux(packet)
     return path
+
+
+def write_rotated(path: Path, frames: list[np.ndarray], rotation: int, fps: int = 25) -> Path:
+    """Video only: ``frames`` (BGR) stored as they are, with a display matrix of ``rotation`` degrees."""
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=fps)
+        vs.width, vs.height, vs.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        vs.set_display_rotation(rotation)
+        for i, img in enumerate(frames):
+            f = av.VideoFrame.from_ndarray(img, format="bgr24")
+            f.pts = i
+            for p in vs.encode(f):
+                out.mux(p)
+        for p in vs.encode():
+            out.mux(p)
+    return path
+
+
+def write_gapped(path: Path, audio: np.ndarray, gap_at: int, gap: int, video_s: float) -> Path:
+    """A black 64x64 video of ``video_s`` s with 16 kHz PCM ``audio`` whose timestamps jump by ``gap``
+    samples at sample ``gap_at`` (the samples themselves are back to back, as a decoder hands them over)."""
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=25)
+        vs.width = vs.height = 64
+        vs.pix_fmt = "yuv420p"
+        aus = out.add_stream("pcm_s16le", rate=16000)
+        aus.layout = "mono"
+        for i in range(int(video_s * 25)):
+            f = av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")
+            f.pts = i
+            for p in vs.encode(f):
+                out.mux(p)
+        for p in vs.encode():
+            out.mux(p)
+        for start in range(0, len(audio), 1600):
+            af = av.AudioFrame.from_ndarray(audio[None, start : start + 1600], format="s16", layout="mono")
+            af.sample_rate, af.time_base = 16000, Fraction(1, 16000)
+            af.pts = start + (gap if start >= gap_at else 0)
+            for p in aus.encode(af):
+                out.mux(p)
+        for p in aus.encode():
+            out.mux(p)
+    return path

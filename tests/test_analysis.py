@@ -7,6 +7,7 @@ from fractions import Fraction
 import av
 import numpy as np
 import pytest
+from media_factory import write_rotated
 
 from pipeline.analysis import analyse, keep_plan, scorable
 from syncnet.media import iter_video_frames, load_audio
@@ -102,18 +103,7 @@ def test_rotation_metadata_is_applied_like_ffmpeg(tmp_path, rotation):
 
     img = np.zeros((64, 96, 3), np.uint8)
     img[:16, :16] = 255
-    path = tmp_path / f"rot{rotation}.mp4"
-    with av.open(str(path), "w") as out:
-        vs = out.add_stream("libx264", rate=25)
-        vs.width, vs.height, vs.pix_fmt = 96, 64, "yuv420p"
-        vs.set_display_rotation(rotation)
-        for i in range(3):
-            f = av.VideoFrame.from_ndarray(img, format="bgr24")
-            f.pts = i
-            for p in vs.encode(f):
-                out.mux(p)
-        for p in vs.encode():
-            out.mux(p)
+    path = write_rotated(tmp_path / f"rot{rotation}.mp4", [img] * 3, rotation)
     with av.open(str(path)) as c:
         rot = _normalise_rotation(next(c.decode(video=0)).rotation)
     ours = next(iter_grid_frames(path, rot)).image
@@ -126,18 +116,7 @@ def test_rotation_metadata_is_applied_like_ffmpeg(tmp_path, rotation):
 def test_portrait_phone_video_faces_found_upright(tmp_path, example_avi):
     """Stored sideways with a 90 degree display matrix, as phones do: the face must still be found."""
     frames = [np.ascontiguousarray(np.rot90(f, -1)) for f in list(iter_video_frames(example_avi))[:80]]
-    path = tmp_path / "phone.mp4"
-    with av.open(str(path), "w") as out:
-        vs = out.add_stream("libx264", rate=25)
-        vs.width, vs.height, vs.pix_fmt = 224, 224, "yuv420p"
-        vs.set_display_rotation(90)
-        for i, f in enumerate(frames):
-            vf = av.VideoFrame.from_ndarray(f, format="bgr24")
-            vf.pts = i
-            for p in vs.encode(vf):
-                out.mux(p)
-        for p in vs.encode():
-            out.mux(p)
+    path = write_rotated(tmp_path / "phone.mp4", frames, 90)
     # probe refuses audio-less clips, so run the analysis decoder and the detector directly
     from pipeline.faces import FaceDetector
     from pipeline.media import _normalise_rotation, iter_grid_frames

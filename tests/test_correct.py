@@ -450,31 +450,10 @@ def test_default_output_path_never_clobbers(tmp_path: Path):
 
 def test_gap_in_audio_timestamps_stays_on_the_clock(tmp_path: Path, fixtures_dir: Path):
     """A 0.5 s hole in the audio's timestamps: the shifted copy keeps the hole where the clock puts it."""
-    from fractions import Fraction as F
+    from media_factory import write_gapped
 
     speech_16k = load_audio(fixtures_dir / "example.avi")[: 16000 * 4]
-    src = tmp_path / "gap.mkv"
-    with av.open(str(src), "w") as out:
-        vs = out.add_stream("libx264", rate=25)
-        vs.width = vs.height = 64
-        vs.pix_fmt = "yuv420p"
-        aus = out.add_stream("pcm_s16le", rate=16000)
-        aus.layout = "mono"
-        for i in range(125):
-            f = av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")
-            f.pts = i
-            for p in vs.encode(f):
-                out.mux(p)
-        for p in vs.encode():
-            out.mux(p)
-        for start in range(0, len(speech_16k), 1600):
-            af = av.AudioFrame.from_ndarray(speech_16k[None, start : start + 1600], format="s16", layout="mono")
-            af.sample_rate, af.time_base = 16000, F(1, 16000)
-            af.pts = start + (8000 if start >= 32000 else 0)
-            for p in aus.encode(af):
-                out.mux(p)
-        for p in aus.encode():
-            out.mux(p)
+    src = write_gapped(tmp_path / "gap.mkv", speech_16k, gap_at=32000, gap=8000, video_s=5.0)
     dst = tmp_path / "gap.fixed.mkv"
     write_shifted(src, dst, 53.3)
     assert measure_shift(src, dst) == pytest.approx(53.3, abs=1.0)
