@@ -29,7 +29,7 @@ matplotlib.use("Agg")
 from pipeline.correct import measure_shift, write_shifted  # noqa: E402
 from pipeline.engines import ENGINES, EngineUnavailable, select_engines  # noqa: E402
 from pipeline.jobs import JOB_PREFIX, Job, cleanup_stale, job  # noqa: E402
-from pipeline.media import probe  # noqa: E402
+from pipeline.media import check_limits, probe  # noqa: E402
 from pipeline.plots import sync_figure  # noqa: E402
 from pipeline.preview import make_preview  # noqa: E402
 from pipeline.sync import (  # noqa: E402
@@ -141,9 +141,7 @@ def _run(j: Job, path: Path, engine: str, opts: SyncOptions, manual_ms: float | 
     progress(0.0, desc="checking the file")
     info = probe(path)
     j.log.info("input %s: %.1f s, %s, %d streams", info.format, info.duration_s, info.video.codec, len(info.streams))
-    if info.duration_s > SETTINGS.max_duration_s:
-        raise gr.Error(f"The video is {info.duration_s / 60:.1f} min long; this server takes up to "
-                       f"{SETTINGS.max_duration_s / 60:.0f} min. Trim it and upload again.")
+    check_limits(info, SETTINGS.max_duration_s, SETTINGS.max_upload_mb * 1_000_000)
     events: list[IterationEvent] = []
     result: SyncResult | None = None
     yield "Analysing faces and sound…", [], sync_figure([]), skip, skip, skip

@@ -267,14 +267,21 @@ def analyse(path: str | Path, info: MediaInfo | None = None, *, stride: int = DE
 
 
 def speech_frames(audio: np.ndarray, n_frames: int) -> np.ndarray:
-    """Which grid frames (40 ms) have speech-level sound: RMS above 15 % of the loud end of the clip."""
+    """Which grid frames (40 ms) are within talking: RMS above 15 % of the clip's loud end, gaps under 0.5 s
+    bridged."""
     hop = SAMPLES_PER_FRAME
     n = min(n_frames, len(audio) // hop)
     rms = np.zeros(n_frames)
     if n:
         rms[:n] = np.sqrt((audio[: n * hop].astype(np.float64).reshape(n, hop) ** 2).mean(axis=1))
     loud = np.percentile(rms[:n], 95) if n else 0.0
-    return rms > max(30.0, 0.15 * loud)
+    voiced = rms > max(30.0, 0.15 * loud)
+    # speech has short dips between syllables and words: a frame within 0.25 s of a voiced one counts
+    reach = GRID_FPS // 4
+    cum = np.concatenate([[0], np.cumsum(voiced)])
+    idx = np.arange(n_frames)
+    lo, hi = np.clip(idx - reach, 0, n_frames), np.clip(idx + reach + 1, 0, n_frames)
+    return (cum[hi] - cum[lo]) > 0
 
 
 def scorable(track: FaceTrack, min_frames: int = MIN_TRACK_FRAMES, speech: np.ndarray | None = None,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -33,6 +34,11 @@ class UserError(Exception):
     """Bad input or environment: reported in one line, exit code 2."""
 
 
+def _env_float(name: str) -> float | None:
+    value = os.environ.get(name)
+    return float(value) if value else None
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("video", help="the video file")
     p.add_argument("--engine", default="auto", choices=list(ENGINES),
@@ -47,6 +53,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-confidence", type=float, help="confidence needed to act (default: the engine's)")
     p.add_argument("--search-ms", type=float, default=DEFAULT_SEARCH_MS,
                    help=f"initial search range +/-ms, widened up to 2000 at need (default {DEFAULT_SEARCH_MS:.0f})")
+    p.add_argument("--max-duration-s", type=float, default=_env_float("SYNCFIX_MAX_DURATION_S"),
+                   help="refuse longer videos (default: $SYNCFIX_MAX_DURATION_S, else no limit)")
+    p.add_argument("--max-size-mb", type=float, default=_env_float("SYNCFIX_MAX_UPLOAD_MB"),
+                   help="refuse larger files (default: $SYNCFIX_MAX_UPLOAD_MB, else no limit)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--no-curves", action="store_true", help="leave the score curves out of the JSON")
     p.add_argument("-v", "--verbose", action="store_true", help="log details on stderr")
@@ -111,8 +121,18 @@ def measure(path: Path, opts: SyncOptions, progress: bool) -> SyncResult:
     return result
 
 
-def run_detect(args: argparse.Namespace) -> dict:
+def _checked(args: argparse.Namespace) -> Path:
+    """The input path, probed and within the limits (MediaError otherwise)."""
+    from .media import check_limits, probe
+
     path = _input(args.video)
+    max_bytes = int(args.max_size_mb * 1e6) if args.max_size_mb is not None else None
+    check_limits(probe(path), args.max_duration_s, max_bytes)
+    return path
+
+
+def run_detect(args: argparse.Namespace) -> dict:
+    path = _checked(args)
     result = measure(path, _options(args), sys.stderr.isatty())
     return result.to_report(curves=not args.no_curves)
 
@@ -122,7 +142,7 @@ def run_fix(args: argparse.Namespace) -> dict:
     from .media import probe
 
     t0 = time.perf_counter()
-    path = _input(args.video)
+    path = _checked(args)
     out = Path(args.output) if args.output else default_output_path(path)
     if out.resolve() == path.resolve():
         raise UserError("the output must not be the input file: choose another -o")

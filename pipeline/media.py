@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 GRID_FPS = 25
 #: Frames inspected to tell a constant frame rate from a variable one.
 VFR_PROBE_FRAMES = 120
+#: Shortest video worth measuring.
+MIN_DURATION_S = 1.0
+#: Demuxers that read single pictures, not videos.
+IMAGE_FORMATS = ("image2", "gif", "apng", "ico", "tiff")
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,13 @@ class MediaInfo:
     duration_s: float
     streams: list[StreamInfo] = field(default_factory=list)
     variable_frame_rate: bool = False
+    #: the length the container's header announces, when it does (AVI, some MP4/MOV)
+    declared_duration_s: float | None = None
+
+    @property
+    def truncated(self) -> bool:
+        """The header announces clearly more than the file holds: it was cut off (a broken copy or upload)."""
+        return bool(self.declared_duration_s and self.declared_duration_s > self.duration_s + 1.0)
 
     @property
     def video(self) -> StreamInfo | None:
@@ -94,9 +105,17 @@ def probe(path: str | Path, *, check_decodable: bool = True) -> MediaInfo:
     """
     p = Path(path)
     with open_container(p) as c:
+        fmt = c.format.name
+        if fmt.endswith("_pipe") or fmt in IMAGE_FORMATS:
+            kind = fmt.removesuffix("_pipe").upper()
+            raise MediaError(f"{p.name}: this is a still image ({kind}), not a video; upload a video of a talking "
+                             "face with its sound.")
         streams: list[StreamInfo] = []
         for s in c.streams:
             cc = s.codec_context
+            if s.type in ("video", "audio") and cc is None:
+                raise MediaError(f"{p.name}: its {s.type} track uses a codec this tool cannot decode; "
+                                 "re-export it as H.264/AAC MP4 and try again.")
             common = dict(index=s.index, type=s.type, codec=(cc.name if cc else "unknown"),
                           start_s=_seconds(s.start_time, s.time_base), duration_s=_seconds(s.duration, s.time_base),
                           language=s.language if hasattr(s, "language") else s.metadata.get("language"))
@@ -110,7 +129,10 @@ def probe(path: str | Path, *, check_decodable: bool = True) -> MediaInfo:
             else:
                 streams.append(StreamInfo(**common))
         duration = c.duration / 1_000_000 if c.duration else 0.0
-        fmt = c.format.name
+        declared = None
+        v0 = c.streams.video[0] if c.streams.video else None
+        if v0 is not None and v0.frames and (v0.average_rate or v0.guessed_rate):
+            declared = float(v0.frames / (v0.average_rate or v0.guessed_rate))
     if not any(s.type == "video" for s in streams):
         raise MediaError(f"{p.name}: the file has no video track (it looks like audio only); upload a video "
                          "of a talking face with its sound.")
@@ -125,8 +147,22 @@ def probe(path: str | Path, *, check_decodable: bool = True) -> MediaInfo:
     streams = [StreamInfo(**{**asdict(s), "rotation": rotation}) if s.index == first_video else s for s in streams]
     if not duration:
         duration = max((s.duration_s or 0.0) for s in streams)
+    if check_decodable and duration and duration < MIN_DURATION_S:
+        raise MediaError(f"{p.name}: the video is only {duration:.2f} s long; at least {MIN_DURATION_S:.0f} s of a "
+                         "talking face with its sound is needed.")
     return MediaInfo(path=str(p), format=fmt, size_bytes=p.stat().st_size, duration_s=duration, streams=streams,
-                     variable_frame_rate=vfr)
+                     variable_frame_rate=vfr, declared_duration_s=declared)
+
+
+def check_limits(info: MediaInfo, max_duration_s: float | None = None, max_bytes: int | None = None) -> None:
+    """Refuse a file over a size or duration limit, saying which and what to do."""
+    name = Path(info.path).name
+    if max_bytes is not None and info.size_bytes > max_bytes:
+        raise MediaError(f"{name}: the file is {info.size_bytes / 1e6:.0f} MB; the limit is {max_bytes / 1e6:.0f} MB. "
+                         "Trim or compress it and try again.")
+    if max_duration_s is not None and info.duration_s > max_duration_s:
+        raise MediaError(f"{name}: the video is {info.duration_s / 60:.1f} min long; the limit is "
+                         f"{max_duration_s / 60:.1f} min. Trim it and try again.")
 
 
 def _inspect_video(path: Path) -> tuple[bool, int, bool]:

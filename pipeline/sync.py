@@ -93,6 +93,7 @@ class SyncResult:
     options: dict[str, Any] = field(default_factory=dict)
     measured_lag_ms: float | None = None  #: the estimate even when uncertain (what --force would apply)
     cross_check: dict[str, Any] | None = None  #: the second engine's reading and the agreement
+    warnings: list[str] = field(default_factory=list)  #: e.g. only part of a truncated file was readable
 
     def to_report(self, curves: bool = True) -> dict:
         return {
@@ -109,6 +110,7 @@ class SyncResult:
             "iterations": [it.to_dict(curves) for it in self.iterations],
             "measured_lag_ms": None if self.measured_lag_ms is None else round(self.measured_lag_ms, 3),
             "cross_check": self.cross_check,
+            "warnings": self.warnings,
             "elapsed_s": round(self.elapsed_s, 3),
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
             "options": self.options,
@@ -187,8 +189,14 @@ def sync_video(path: str | Path, engine: Engine, opts: SyncOptions | None = None
         analysis = analyse(path, info, on_frame=lambda i: report("analysing", min(1.0, i / total)) if i % 25 == 0
                            else None)
         analysis.timings["probe_s"] = probe_s
+    warnings = []
+    info = analysis.info
+    if analysis.video_truncated or info.truncated:
+        whole = info.declared_duration_s if info.truncated else info.duration_s
+        warnings.append(f"only the first {analysis.duration_s:.1f} s of {whole:.1f} s of video could be decoded "
+                        "(the file looks cut off); the measurement uses that part")
     base = dict(engine_reason=engine_reason, info=analysis.info, duration_s=analysis.duration_s,
-                options=opts.to_dict(), timings=dict(analysis.timings))
+                options=opts.to_dict(), timings=dict(analysis.timings), warnings=warnings)
 
     def finish(decision: str, reason: str, lag: float | None, conf: float | None, used: Engine = engine,
                **kw: Any) -> SyncResult:
