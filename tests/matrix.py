@@ -120,6 +120,10 @@ def _same(fixtures: Path, work: Path, name: str, *, frames_fn=None, audio_fn=Non
     return write(work / name, frames, [Fraction(i, 25) for i in range(len(frames))], tracks, **kw)
 
 
+def _at_fps(label: str, fps: Fraction) -> Callable[[Path, Path], Path]:
+    return lambda f, w: _retimed(f, w, f"fps{label}.mp4", fps)
+
+
 def _rotated(deg: int) -> Callable[[Path, Path], Path]:
     # stored turned the other way, so that applying the display matrix shows the face upright
     k = {90: -1, 180: 2, 270: 1}[deg]
@@ -281,8 +285,7 @@ def _truncated_check(report: dict) -> None:
 CASES: list[Case] = [
     Case("variable frame rate (phone-style, 17-70 ms frame gaps)",
          lambda f, w: _retimed(f, w, "vfr.mkv", None, vfr=True), True, EXAMPLE_LAG_MS),
-    *[Case(f"{label} fps", (lambda fps, label: lambda f, w: _retimed(f, w, f"fps{label}.mp4", fps))(fps, label),
-           True, EXAMPLE_LAG_MS)
+    *[Case(f"{label} fps", _at_fps(label, fps), True, EXAMPLE_LAG_MS)
       for label, fps in [("23.976", Fraction(24000, 1001)), ("24", Fraction(24)), ("29.97", Fraction(30000, 1001)),
                          ("50", Fraction(50)), ("60", Fraction(60))]],
     *[Case(f"rotation {deg} degrees (portrait phone video)", _rotated(deg), True, EXAMPLE_LAG_MS)
