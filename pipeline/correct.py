@@ -28,7 +28,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import secrets
+import time
 from collections import deque
 from dataclasses import dataclass
 from fractions import Fraction
@@ -442,6 +444,33 @@ def _copy_stream(out: av.container.OutputContainer, fmt: str, stream: av.stream.
     return copied
 
 
+#: Our temporary output names (``.<stem>.<8 hex>.partial<suffix>``), to recognise a killed run's leftovers.
+_PARTIAL = re.compile(r"^\..+\.[0-9a-f]{8}\.partial(\.[A-Za-z0-9]+)?$")
+
+
+def remove_stale_partials(folder: Path, max_age_s: float | None = None) -> int:
+    """Delete half-written outputs that a killed run left in ``folder`` (only our own temporary names, only
+    older than ``max_age_s``: default 1 h or ``$SYNCFIX_PARTIAL_MAX_AGE_S``, so a run in progress is safe)."""
+    if max_age_s is None:
+        max_age_s = float(os.environ.get("SYNCFIX_PARTIAL_MAX_AGE_S", "3600"))
+    now = time.time()
+    removed = 0
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return 0
+    for p in entries:
+        try:
+            if _PARTIAL.match(p.name) and p.is_file() and now - p.stat().st_mtime >= max_age_s:
+                p.unlink()
+                removed += 1
+        except OSError:
+            continue
+    if removed:
+        log.info("removed %d half-written files left by an interrupted run in %s", removed, folder)
+    return removed
+
+
 def write_shifted(src: Path, dst: Path, lag_ms: float) -> WriteResult:
     """Write ``src`` to ``dst`` with every audio stream moved EARLIER by ``lag_ms`` (later if negative).
 
@@ -456,6 +485,7 @@ def write_shifted(src: Path, dst: Path, lag_ms: float) -> WriteResult:
         raise ValueError(f"{dst}: the output must not be the input (the source is never modified)")
     if not dst.parent.is_dir():
         raise FileNotFoundError(f"{dst.parent}: no such folder for the output")
+    remove_stale_partials(dst.parent)
     tmp = dst.with_name(f".{dst.stem}.{secrets.token_hex(4)}.partial{dst.suffix}")
     try:
         result = _write(src, tmp, lag_ms)
