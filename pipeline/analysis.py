@@ -108,6 +108,8 @@ def keep_plan(audio: np.ndarray, n_frames: int, max_kept: int = MAX_KEPT_FRAMES,
     of each is kept, so the material is spread over the whole clip and sits where someone is talking.
     """
     keep = np.zeros(n_frames, bool)
+    if max_kept <= 0:
+        return keep
     if n_frames <= max_kept:
         keep[:] = True
         return keep
@@ -173,8 +175,11 @@ _heap_bounded = False
 
 def analyse(path: str | Path, info: MediaInfo | None = None, *, stride: int = DETECT_STRIDE,
             max_kept: int = MAX_KEPT_FRAMES, detector: FaceDetector | None = None,
-            on_frame: Callable[[int], None] | None = None) -> Analysis:
-    """Decode ``path`` once and return its face tracks with crops (see the module docstring)."""
+            on_frame: Callable[[int], None] | None = None, face_crops: bool = True) -> Analysis:
+    """Decode ``path`` once and return its face tracks with crops (see the module docstring).
+
+    ``face_crops=False`` skips the 224x224 SyncNet crops (the weight-free engine reads only the mouths).
+    """
     bound_heap_growth()
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -185,7 +190,7 @@ def analyse(path: str | Path, info: MediaInfo | None = None, *, stride: int = DE
     timings["audio_s"] = time.perf_counter() - t
     fps = info.video.fps or GRID_FPS
     expected = int(np.ceil(info.duration_s * GRID_FPS)) + 1 if info.duration_s else 0
-    keep = keep_plan(audio, max(expected, len(audio) // SAMPLES_PER_FRAME + 1), max_kept)
+    keep = keep_plan(audio, max(expected, len(audio) // SAMPLES_PER_FRAME + 1), max_kept if face_crops else 0)
     det = detector or FaceDetector(threads=1)  # the decoding thread has the other core
     tracker = Tracker()
     crops: dict[int, _TrackCrops] = {}

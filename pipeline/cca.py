@@ -239,6 +239,7 @@ class CCAEngine:
 
     name = "cca"
     min_frames = MIN_SPEECH_FRAMES
+    needs_face_crops = False  #: reads the mouth crops only
 
     def __init__(self, min_confidence: float = Z_CONFIDENT):
         self.min_confidence = min_confidence

@@ -136,6 +136,7 @@ class SyncNetEngine:
 
     name = "syncnet"
     min_frames = 50  #: 2 s
+    needs_face_crops = True
 
     def __init__(self, embedder: Embedder, min_confidence: float = SYNCNET_MIN_CONFIDENCE,
                  first_windows: int = SYNCNET_FIRST_WINDOWS, block: int = SYNCNET_BLOCK):

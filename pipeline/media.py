@@ -154,15 +154,19 @@ def probe(path: str | Path, *, check_decodable: bool = True) -> MediaInfo:
                      variable_frame_rate=vfr, declared_duration_s=declared)
 
 
+def _span(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
 def check_limits(info: MediaInfo, max_duration_s: float | None = None, max_bytes: int | None = None) -> None:
     """Refuse a file over a size or duration limit, saying which and what to do."""
     name = Path(info.path).name
     if max_bytes is not None and info.size_bytes > max_bytes:
-        raise MediaError(f"{name}: the file is {info.size_bytes / 1e6:.0f} MB; the limit is {max_bytes / 1e6:.0f} MB. "
+        raise MediaError(f"{name}: the file is {info.size_bytes / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.1f} MB. "
                          "Trim or compress it and try again.")
     if max_duration_s is not None and info.duration_s > max_duration_s:
-        raise MediaError(f"{name}: the video is {info.duration_s / 60:.1f} min long; the limit is "
-                         f"{max_duration_s / 60:.1f} min. Trim it and try again.")
+        raise MediaError(f"{name}: the video is {_span(info.duration_s)} long; the limit is {_span(max_duration_s)}. "
+                         "Trim it and try again.")
 
 
 def _inspect_video(path: Path) -> tuple[bool, int, bool]:

@@ -186,15 +186,16 @@ def sync_video(path: str | Path, engine: Engine, opts: SyncOptions | None = None
         info = probe(path)
         probe_s = time.perf_counter() - t0
         total = max(1, int(info.duration_s * 25))
+        crops = any(getattr(e, "needs_face_crops", True) for e in (engine, cross_check) if e is not None)
         analysis = analyse(path, info, on_frame=lambda i: report("analysing", min(1.0, i / total)) if i % 25 == 0
-                           else None)
+                           else None, face_crops=crops)
         analysis.timings["probe_s"] = probe_s
     warnings = []
     info = analysis.info
     if analysis.video_truncated or info.truncated:
         whole = info.declared_duration_s if info.truncated else info.duration_s
         warnings.append(f"only the first {analysis.duration_s:.1f} s of {whole:.1f} s of video could be decoded "
-                        "(the file looks cut off); the measurement uses that part")
+                        "(the file is cut off or damaged there); the measurement uses that part")
     base = dict(engine_reason=engine_reason, info=analysis.info, duration_s=analysis.duration_s,
                 options=opts.to_dict(), timings=dict(analysis.timings), warnings=warnings)
 

@@ -32,13 +32,14 @@ class MediaError(ValueError):
 def open_container(path: str | Path) -> av.container.InputContainer:
     p = Path(path)
     if not p.is_file():
-        raise MediaError(f"{p}: no such file")
+        raise MediaError(f"{p.name}: no such file")
     if p.stat().st_size == 0:
-        raise MediaError(f"{p}: the file is empty")
+        raise MediaError(f"{p.name}: the file is empty (0 bytes); upload or copy it again.")
     try:
         return av.open(str(p), mode="r")
     except av.FFmpegError as exc:
-        raise MediaError(f"{p}: not a readable video file ({exc.strerror or exc})") from exc
+        raise MediaError(f"{p.name}: not a readable video file ({exc.strerror or exc}); check that it plays, or "
+                         "re-export it as MP4.") from exc
 
 
 def _frame_time(frame: av.VideoFrame | av.AudioFrame, stream: av.stream.Stream, index: int) -> Fraction:

@@ -144,7 +144,7 @@ def test_too_long_is_refused_with_the_limit(server, example_avi, monkeypatch):
 
     app = server[1]
     monkeypatch.setattr(app, "SETTINGS", dataclasses.replace(app.SETTINGS, max_duration_s=5.0))
-    with pytest.raises(gr.Error, match="the limit is 0.1 min. Trim it"):
+    with pytest.raises(gr.Error, match="the limit is 5.0 s. Trim it"):
         list(app.sync(str(example_avi), "cca"))
 
 
