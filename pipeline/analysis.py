@@ -9,6 +9,7 @@ small crops; SyncNet crops are kept for at most ``MAX_KEPT_FRAMES`` frames, chos
 
 from __future__ import annotations
 
+import bisect
 import logging
 import time
 from collections import deque
@@ -29,8 +30,7 @@ from .tracking import (
     TrackPoints,
     cut_face_crop,
     cut_mouth_crop,
-    interpolate_points,
-    smoothed_points,
+    smoothed_point,
 )
 
 log = logging.getLogger(__name__)
@@ -140,14 +140,21 @@ class _TrackCrops:
         self.mouths: list[np.ndarray] = []
         self.faces: dict[int, np.ndarray] = {}
         self.start: int | None = None
-        self._smoothed: tuple[int, np.ndarray] | None = None
 
     def at(self, frame: int) -> np.ndarray:
-        """x, y, s, mouth x, mouth y at ``frame``; the smoothing is redone only when detections arrive."""
-        n = len(self.points.frames)
-        if self._smoothed is None or self._smoothed[0] != n:
-            self._smoothed = (n, smoothed_points(self.points))
-        return interpolate_points(self.points.frames, self._smoothed[1], np.array([frame]))[0]
+        """x, y, s, mouth x, mouth y at ``frame``, linear between the two smoothed detections around it.
+
+        Local work only (frames are finalised in order), so a long track costs the same per frame.
+        """
+        frames = self.points.frames
+        k = bisect.bisect_right(frames, frame) - 1
+        k = min(max(k, 0), len(frames) - 1)
+        a = smoothed_point(self.points, k)
+        if k + 1 >= len(frames) or frames[k] >= frame:
+            return a
+        b = smoothed_point(self.points, k + 1)
+        w = (frame - frames[k]) / (frames[k + 1] - frames[k])
+        return a + (b - a) * w
 
 
 def bound_heap_growth() -> None:

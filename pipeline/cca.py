@@ -102,15 +102,28 @@ class WindowSampler:
 # ------------------------------------------------------------------------------------------- features
 
 def mouth_pca_velocity(crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(dP, P): velocity of the first 12 PCA components of normalised 32x20 mouth crops, and P itself."""
+    """(dP, P): velocity of the first 12 PCA components of normalised 32x20 mouth crops, and P itself.
+
+    The components come from the 640x640 covariance (eigenvectors = the right singular vectors of the
+    centred data), in float32 blocks, so a 30-minute clip needs ~120 MB here rather than gigabytes.
+    """
     import cv2
 
-    small = np.stack([cv2.resize(c, MOUTH_VEC, interpolation=cv2.INTER_AREA) for c in crops]).astype(np.float64)
-    x = small.reshape(len(small), -1)
-    x = (x - x.mean(axis=1, keepdims=True)) / (x.std(axis=1, keepdims=True) + 1e-6)
+    n = len(crops)
+    x = np.empty((n, MOUTH_VEC[0] * MOUTH_VEC[1]), np.float32)
+    for i, c in enumerate(crops):
+        x[i] = cv2.resize(c, MOUTH_VEC, interpolation=cv2.INTER_AREA).reshape(-1)
+    x -= x.mean(axis=1, keepdims=True)
+    x /= x.std(axis=1, keepdims=True) + 1e-6
     x -= x.mean(axis=0)
-    _, _, vt = np.linalg.svd(x, full_matrices=False)
-    p = x @ vt[:N_COMPONENTS].T
+    cov = np.zeros((x.shape[1], x.shape[1]))
+    for start in range(0, n, 8192):
+        block = x[start : start + 8192].astype(np.float64)
+        cov += block.T @ block
+    _, vecs = np.linalg.eigh(cov)
+    components = vecs[:, ::-1][:, :N_COMPONENTS]
+    p = x @ components.astype(np.float32)
+    p = p.astype(np.float64)
     return np.diff(p, axis=0), p
 
 
@@ -189,12 +202,16 @@ def _audio_signals(audio: np.ndarray) -> np.ndarray:
     """Four speech signals at 5 ms: log RMS, log 300-3000 Hz band energy, log-mel flux, |dMFCC|. (n, 4)."""
     x = np.asarray(audio, np.float64)
     n = 1 + max(0, (len(x) - WIN) // HOP)
-    frames = np.lib.stride_tricks.sliding_window_view(np.concatenate([x, np.zeros(WIN)]), WIN)[::HOP][:n]
-    spec = np.abs(np.fft.rfft(frames * np.hanning(WIN), 512)) ** 2
+    all_frames = np.lib.stride_tricks.sliding_window_view(np.concatenate([x, np.zeros(WIN)]), WIN)[::HOP][:n]
     freqs = np.fft.rfftfreq(512, 1 / SAMPLE_RATE)
-    band = spec[:, (freqs >= 300) & (freqs <= 3000)].sum(axis=1)
-    rms = np.sqrt((frames**2).mean(axis=1))
-    logmel = np.log(spec @ mel_filterbank().T + 1e-6)
+    in_band = (freqs >= 300) & (freqs <= 3000)
+    band, rms, logmel = np.empty(n), np.empty(n), np.empty((n, mel_filterbank().shape[0]))
+    for start in range(0, n, 8192):  # in blocks: long clips would need gigabytes of spectra at once
+        frames = all_frames[start : start + 8192]
+        spec = np.abs(np.fft.rfft(frames * np.hanning(WIN), 512)) ** 2
+        band[start : start + len(frames)] = spec[:, in_band].sum(axis=1)
+        rms[start : start + len(frames)] = np.sqrt((frames**2).mean(axis=1))
+        logmel[start : start + len(frames)] = np.log(spec @ mel_filterbank().T + 1e-6)
     flux = np.concatenate([[0.0], np.clip(np.diff(logmel, axis=0), 0, None).sum(axis=1)])
     dm = np.linalg.norm(np.gradient(mfcc(audio, hop_length=HOP, window=np.hanning(WIN)).T, axis=0), axis=1)
     m = min(len(rms), len(dm))

@@ -107,6 +107,14 @@ def smoothed_points(track: TrackPoints) -> np.ndarray:
     return np.median(np.stack([padded[:-2], padded[1:-1], padded[2:]]), axis=0)
 
 
+def smoothed_point(track: TrackPoints, k: int) -> np.ndarray:
+    """:func:`smoothed_points` for detection ``k`` alone (its neighbours only, so O(1) per call)."""
+    n = len(track.dets)
+    rows = [track.dets[min(max(j, 0), n - 1)] for j in (k - 1, k, k + 1)] if n >= 3 else [track.dets[k]]
+    raw = np.array([[*box_params(d.box), *d.mouth] for d in rows], dtype=np.float64)
+    return np.median(raw, axis=0)
+
+
 def interpolate_points(frames: list[int], points: np.ndarray, at: np.ndarray) -> np.ndarray:
     """Linear interpolation of every column of ``points`` (given at ``frames``) at frames ``at``."""
     return np.stack([np.interp(at, frames, points[:, c]) for c in range(points.shape[1])], axis=1)

@@ -23,6 +23,8 @@ N_FFT = 512
 N_MELS = 26
 PREEMPHASIS = 0.97
 CEP_LIFTER = 22
+#: Frames per block of spectra (memory stays at ~20 MB whatever the length of the audio).
+MFCC_BLOCK = 8192
 
 assert SAMPLE_RATE // HOP_LENGTH == 25 * MFCC_PER_FRAME
 
@@ -80,18 +82,23 @@ def mfcc(signal: np.ndarray, hop_length: int = HOP_LENGTH, window: np.ndarray | 
     n_frames = n_mfcc_frames(len(x), hop_length)
     padded_len = (n_frames - 1) * hop_length + WIN_LENGTH
     x = np.concatenate([x, np.zeros(padded_len - len(x))])
-    frames = np.lib.stride_tricks.sliding_window_view(x, WIN_LENGTH)[::hop_length][:n_frames]
-    if window is not None:
-        frames = frames * window
-    power = np.abs(np.fft.rfft(frames, N_FFT)) ** 2 / N_FFT
-    energy = power.sum(axis=1)
-    energy[energy == 0] = np.finfo(float).eps
-    feat = power @ mel_filterbank().T
-    feat[feat == 0] = np.finfo(float).eps
-    cep = np.log(feat) @ dct_matrix()
+    all_frames = np.lib.stride_tricks.sliding_window_view(x, WIN_LENGTH)[::hop_length][:n_frames]
+    cep = np.empty((n_frames, N_MFCC))
     lift = 1 + (CEP_LIFTER / 2.0) * np.sin(np.pi * np.arange(N_MFCC) / CEP_LIFTER)
-    cep *= lift
-    cep[:, 0] = np.log(energy)
+    # in blocks of frames: the spectra of a 30-minute clip would take gigabytes at once
+    for start in range(0, n_frames, MFCC_BLOCK):
+        frames = all_frames[start : start + MFCC_BLOCK]
+        if window is not None:
+            frames = frames * window
+        power = np.abs(np.fft.rfft(frames, N_FFT)) ** 2 / N_FFT
+        energy = power.sum(axis=1)
+        energy[energy == 0] = np.finfo(float).eps
+        feat = power @ mel_filterbank().T
+        feat[feat == 0] = np.finfo(float).eps
+        block = np.log(feat) @ dct_matrix()
+        block *= lift
+        block[:, 0] = np.log(energy)
+        cep[start : start + len(frames)] = block
     return cep.T.astype(np.float32)
 
 

@@ -96,3 +96,16 @@ def test_crop_geometry_is_the_reference():
     # off the frame: padded with the reference's grey 110
     crop = cut_face_crop(frame, 0, 0, 80)
     assert crop.shape == (224, 224, 3) and (crop[:50, :50] == 110).all()
+
+
+def test_smoothed_point_matches_the_whole_track_version():
+    from pipeline.tracking import smoothed_point
+
+    tp = TrackPoints(0, 0)
+    rng = np.random.default_rng(0)
+    for k in range(12):
+        x = 100 + rng.normal(0, 5)
+        tp.add(8 * k, _det(x, 100, x + 100, 200))
+    whole = smoothed_points(tp)
+    for k in range(12):
+        np.testing.assert_allclose(smoothed_point(tp, k), whole[k])
