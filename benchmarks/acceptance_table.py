@@ -24,7 +24,8 @@ def row(case, outcome) -> str:
         rep = outcome.report
         lag = "n/a" if rep["audio_lag_ms"] is None else f"{rep['audio_lag_ms']:+.1f} ms"
         extra = f"; warning: {rep['warnings'][0]}" if rep.get("warnings") else ""
-        return f"| {case.name} | works | {rep['decision']}, {lag}{extra} |"
+        outcome_word = "works" if rep["decision"] != "uncertain" else "read, no decision"
+        return f"| {case.name} | {outcome_word} | {rep['decision']}, {lag}{extra} |"
     return f"| {case.name} | refused (exit {outcome.rc}) | {outcome.stderr.removeprefix('error: ')} |"
 
 

@@ -192,3 +192,22 @@ def test_killed_fix_leaves_no_file_under_the_final_name(tmp_path, fixtures_dir):
     subprocess.run([sys.executable, "-m", "pipeline", "fix", str(src), "--apply-ms", "50", "-o", str(out)], cwd=ROOT,
                    check=True, capture_output=True, env={**os.environ, "SYNCFIX_PARTIAL_MAX_AGE_S": "0"})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["long.mkv", "out.mkv"]
+
+
+def test_leftovers_of_a_killed_run_are_removed_at_start(tmp_path):
+    import os
+
+    from pipeline.jobs import cleanup_stale, job
+
+    old = tmp_path / "job-aaaaaaaaaaaa-x"
+    old.mkdir()
+    (old / "synced.mp4").write_bytes(b"half")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    fresh = tmp_path / "job-bbbbbbbbbbbb-y"
+    fresh.mkdir()
+    assert cleanup_stale(tmp_path, older_than_s=3600) == 1
+    assert not old.exists() and fresh.exists()
+    with job(tmp_path) as j:
+        folder = j.dir
+        assert folder.is_dir() and folder.parent == tmp_path
+    assert not folder.exists()
