@@ -25,6 +25,7 @@ from syncnet.media import MediaError
 from syncnet.weights import WeightsError
 
 from .engines import ENGINES, EngineUnavailable, select_engines
+from .media import MediaInfo
 from .sync import DEFAULT_MAX_ITERATIONS, DEFAULT_SEARCH_MS, DEFAULT_TOLERANCE_MS, SyncOptions, SyncResult, sync_video
 
 log = logging.getLogger(__name__)
@@ -102,13 +103,13 @@ def _progress_bar(enabled: bool):
     return bar, update
 
 
-def measure(path: Path, opts: SyncOptions, progress: bool) -> SyncResult:
+def measure(path: Path, opts: SyncOptions, progress: bool, info: MediaInfo | None = None) -> SyncResult:
     choice = select_engines(opts.engine, opts.weights, opts.device, opts.min_confidence)
     bar, update = _progress_bar(progress)
     result = None
     try:
         for ev in sync_video(path, choice.primary, opts, engine_reason=choice.reason, cross_check=choice.cross_check,
-                             progress=update):
+                             info=info, progress=update):
             if isinstance(ev, SyncResult):
                 result = ev
             else:
@@ -121,35 +122,34 @@ def measure(path: Path, opts: SyncOptions, progress: bool) -> SyncResult:
     return result
 
 
-def _checked(args: argparse.Namespace) -> Path:
-    """The input path, probed and within the limits (MediaError otherwise)."""
+def _checked(args: argparse.Namespace) -> tuple[Path, MediaInfo]:
+    """The input path and its facts, probed once and within the limits (MediaError otherwise)."""
     from .media import check_limits, probe
 
     path = _input(args.video)
+    info = probe(path)
     max_bytes = int(args.max_size_mb * 1e6) if args.max_size_mb is not None else None
-    check_limits(probe(path), args.max_duration_s, max_bytes)
-    return path
+    check_limits(info, args.max_duration_s, max_bytes)
+    return path, info
 
 
 def run_detect(args: argparse.Namespace) -> dict:
-    path = _checked(args)
-    result = measure(path, _options(args), sys.stderr.isatty())
+    path, info = _checked(args)
+    result = measure(path, _options(args), sys.stderr.isatty(), info)
     return result.to_report(curves=not args.no_curves)
 
 
 def run_fix(args: argparse.Namespace) -> dict:
     from .correct import default_output_path, measure_shift, write_shifted
-    from .media import probe
 
     t0 = time.perf_counter()
-    path = _checked(args)
+    path, info = _checked(args)
     out = Path(args.output) if args.output else default_output_path(path)
     if out.resolve() == path.resolve():
         raise UserError("the output must not be the input file: choose another -o")
     if out.suffix.lower() != path.suffix.lower():
         raise UserError(f"the output keeps the input's container: use a {path.suffix} name for -o")
     if args.apply_ms is not None:
-        info = probe(path)
         report = {"audio_lag_ms": args.apply_ms, "confidence": None, "decision": "shift",
                   "reason": f"applied as requested: remove {args.apply_ms:+.1f} ms (--apply-ms)",
                   "engine": "manual", "engine_reason": "--apply-ms given: nothing measured",
@@ -157,7 +157,7 @@ def run_fix(args: argparse.Namespace) -> dict:
                   "iterations": [], "input": info.to_dict()}
         lag: float | None = args.apply_ms
     else:
-        result = measure(path, _options(args), sys.stderr.isatty())
+        result = measure(path, _options(args), sys.stderr.isatty(), info)
         report = result.to_report(curves=not args.no_curves)
         lag = result.audio_lag_ms
         if result.decision == "uncertain" and args.force and result.measured_lag_ms is not None:

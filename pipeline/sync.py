@@ -166,7 +166,7 @@ def _first_estimate(engine: Engine, prepared: Any, opts: SyncOptions) -> list[Es
 
 
 def sync_video(path: str | Path, engine: Engine, opts: SyncOptions | None = None, *, engine_reason: str = "",
-               cross_check: Engine | None = None, analysis: Analysis | None = None,
+               cross_check: Engine | None = None, analysis: Analysis | None = None, info: MediaInfo | None = None,
                progress: ProgressFn | None = None) -> Iterator[IterationEvent | SyncResult]:
     """Measure ``path``: yield an :class:`IterationEvent` per iteration, then one :class:`SyncResult`.
 
@@ -183,7 +183,7 @@ def sync_video(path: str | Path, engine: Engine, opts: SyncOptions | None = None
     if analysis is None:
         from .media import probe
 
-        info = probe(path)
+        info = info or probe(path)
         probe_s = time.perf_counter() - t0
         total = max(1, int(info.duration_s * 25))
         crops = any(getattr(e, "needs_face_crops", True) for e in (engine, cross_check) if e is not None)
