@@ -10,9 +10,9 @@ STAMP  := $(VENV)/.installed
 
 setup: $(STAMP) weights
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt requirements-ray.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt -r requirements-dev.txt -r requirements-ray.txt
 	@touch $(STAMP)
 
 # A failed download is a warning, not a failure: the tests and the weight-free engine need no weights.

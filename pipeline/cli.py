@@ -42,6 +42,12 @@ def _env_float(name: str) -> float | None:
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("video", help="the video file")
+    _add_options(p)
+    p.add_argument("--no-curves", action="store_true", help="leave the score curves out of the JSON")
+
+
+def _add_options(p: argparse.ArgumentParser) -> None:
+    """The measuring options that detect, fix and batch share."""
     p.add_argument("--engine", default="auto", choices=list(ENGINES),
                    help="auto (default): SyncNet when its weights are present (cca cross-checks), else the "
                         "weight-free cca; both: SyncNet and cca, reporting their agreement")
@@ -59,7 +65,6 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-size-mb", type=float, default=_env_float("SYNCFIX_MAX_UPLOAD_MB"),
                    help="refuse larger files (default: $SYNCFIX_MAX_UPLOAD_MB, else no limit)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.add_argument("--no-curves", action="store_true", help="leave the score curves out of the JSON")
     p.add_argument("-v", "--verbose", action="store_true", help="log details on stderr")
 
 
@@ -74,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     fix.add_argument("--apply-ms", type=float,
                      help="skip measuring and remove this known lag (an audio_lag_ms: > 0 moves the audio earlier)")
     fix.add_argument("--force", action="store_true", help="apply the measured shift even when it is uncertain")
+    from .batch import add_batch_parser
+
+    add_batch_parser(sub, _add_options)
     return parser
 
 
@@ -123,13 +131,18 @@ def measure(path: Path, opts: SyncOptions, progress: bool, info: MediaInfo | Non
 
 
 def _checked(args: argparse.Namespace) -> tuple[Path, MediaInfo]:
-    """The input path and its facts, probed once and within the limits (MediaError otherwise)."""
+    return checked_input(args.video, args.max_duration_s, args.max_size_mb)
+
+
+def checked_input(video: str | Path, max_duration_s: float | None = None,
+                  max_size_mb: float | None = None) -> tuple[Path, MediaInfo]:
+    """The input path and its facts, probed once and within the limits (UserError/MediaError otherwise)."""
     from .media import check_limits, probe
 
-    path = _input(args.video)
+    path = _input(str(video))
     info = probe(path)
-    max_bytes = int(args.max_size_mb * 1e6) if args.max_size_mb is not None else None
-    check_limits(info, args.max_duration_s, max_bytes)
+    max_bytes = int(max_size_mb * 1e6) if max_size_mb is not None else None
+    check_limits(info, max_duration_s, max_bytes)
     return path, info
 
 
@@ -140,27 +153,46 @@ def run_detect(args: argparse.Namespace) -> dict:
 
 
 def run_fix(args: argparse.Namespace) -> dict:
-    from .correct import default_output_path, measure_shift, write_shifted
+    from .correct import default_output_path
 
     t0 = time.perf_counter()
     path, info = _checked(args)
     out = Path(args.output) if args.output else default_output_path(path)
+    report = fix_video(path, info, out, None if args.apply_ms is not None else _options(args),
+                       apply_ms=args.apply_ms, force=args.force, curves=not args.no_curves,
+                       progress=sys.stderr.isatty())
+    report["elapsed_s"] = round(time.perf_counter() - t0, 3)
+    return report
+
+
+def fix_video(path: Path, info: MediaInfo, out: Path, opts: SyncOptions | None, *, apply_ms: float | None = None,
+              force: bool = False, curves: bool = True, progress: bool = False) -> dict:
+    """Measure (unless ``apply_ms`` is given), decide, and write the corrected copy to ``out`` when it shifts.
+
+    This is the whole of ``fix`` once its input is probed: the batch runs exactly this per video, so a batch
+    and ``fix`` one by one give the same results. Returns the report (the ``detect`` fields plus ``output``,
+    ``applied_shift_ms`` and ``verified_shift_ms``). Raises :class:`UserError` for an output that would
+    replace the input or change its container.
+    """
+    from .correct import measure_shift, write_shifted
+
     if out.resolve() == path.resolve():
         raise UserError("the output must not be the input file: choose another -o")
     if out.suffix.lower() != path.suffix.lower():
         raise UserError(f"the output keeps the input's container: use a {path.suffix} name for -o")
-    if args.apply_ms is not None:
-        report = {"audio_lag_ms": args.apply_ms, "confidence": None, "decision": "shift",
-                  "reason": f"applied as requested: remove {args.apply_ms:+.1f} ms (--apply-ms)",
+    if apply_ms is not None:
+        report = {"audio_lag_ms": apply_ms, "confidence": None, "decision": "shift",
+                  "reason": f"applied as requested: remove {apply_ms:+.1f} ms (--apply-ms)",
                   "engine": "manual", "engine_reason": "--apply-ms given: nothing measured",
                   "fps": info.video.fps if info.video else None, "duration_s": info.duration_s, "tracks": [],
                   "iterations": [], "input": info.to_dict()}
-        lag: float | None = args.apply_ms
+        lag: float | None = apply_ms
     else:
-        result = measure(path, _options(args), sys.stderr.isatty(), info)
-        report = result.to_report(curves=not args.no_curves)
+        assert opts is not None, "options are needed to measure"
+        result = measure(path, opts, progress, info)
+        report = result.to_report(curves=curves)
         lag = result.audio_lag_ms
-        if result.decision == "uncertain" and args.force and result.measured_lag_ms is not None:
+        if result.decision == "uncertain" and force and result.measured_lag_ms is not None:
             lag = result.measured_lag_ms
             report["reason"] += f"; applied anyway (--force): {lag:+.1f} ms"
         elif result.decision != "shift":
@@ -174,7 +206,6 @@ def run_fix(args: argparse.Namespace) -> dict:
         if abs(verified - written.applied_shift_ms) > 1.0:
             log.warning("the written file measures %+.2f ms against the input, expected %+.2f ms", verified,
                         written.applied_shift_ms)
-    report["elapsed_s"] = round(time.perf_counter() - t0, 3)
     return report
 
 
@@ -203,16 +234,28 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
+    code = 0
     try:
-        report = run_detect(args) if args.command == "detect" else run_fix(args)
+        if args.command == "batch":
+            from .batch import format_summary, run_batch
+
+            summary, code = run_batch(args)
+            report = summary.to_dict()
+        else:
+            report = run_detect(args) if args.command == "detect" else run_fix(args)
     except (UserError, MediaError, WeightsError, EngineUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     except Exception:  # noqa: BLE001 - a bug: say so, with the traceback for the report
         log.exception("unexpected failure")
         return 1
     if args.json:
         print(json.dumps(report))
+    elif args.command == "batch":
+        print(format_summary(summary))
     else:
         _print_human(report)
-    return 0
+    return code

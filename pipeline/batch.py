@@ -1,0 +1,621 @@
+"""``python -m pipeline batch``: measure and fix whole collections, resumably, on a process pool or Ray.
+
+Public interface (names and JSON fields are contracts)::
+
+    python -m pipeline batch INPUT... -o OUTDIR [--workers N] [--ray [ADDRESS]] [--engine ...] [--json]
+
+* INPUT: video files, folders (searched recursively for video extensions), globs, or lists of paths
+  (``.txt``/``.lst``: one per line, ``#`` comments; ``.csv``: a ``path``/``video``/``file`` column or the
+  first one). Paths in a list are relative to the list's folder.
+* Each video goes through :func:`pipeline.cli.fix_video`, the code of ``python -m pipeline fix``. A shifted
+  video is written to ``OUTDIR/<its path relative to the inputs' common folder>``; one JSON line per video
+  goes to ``OUTDIR/report.jsonl`` with at least ``path``, ``decision`` (in_sync|shift|uncertain|error),
+  ``audio_lag_ms``, ``confidence``, ``engine``, ``output`` and ``error``. The last line for a path is its
+  current state.
+* At the end: a summary table and ``OUTDIR/summary.json`` (counts by decision, time, videos per minute).
+* Resumable: a video whose content (SHA-256) and settings match a finished line of the report is skipped,
+  so a killed batch continues where it stopped. A bad video is recorded as an error; the batch goes on.
+
+Only the driver writes the report (one process, appends fsync'ed line by line, a lock file against a second
+batch on the same OUTDIR); workers only read their input and write their own output, so the same code runs
+in a local process pool (:class:`pipeline.executors.LocalPool`) and as Ray tasks
+(:class:`pipeline.executors.RayRunner`), where inputs and OUTDIR must be on storage every node can reach.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import fcntl
+import glob
+import hashlib
+import json
+import logging
+import os
+import resource
+import shutil
+import socket
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from syncnet.media import MediaError
+from syncnet.weights import WeightsError, sha256_of
+
+from .cli import UserError, checked_input, fix_video
+from .engines import EngineUnavailable
+from .sync import DEFAULT_MAX_ITERATIONS, DEFAULT_SEARCH_MS, DEFAULT_TOLERANCE_MS, SyncOptions
+
+log = logging.getLogger(__name__)
+
+#: Bumped when a change to the pipeline changes results: finished lines from another version are redone.
+PIPELINE_VERSION = "0.1.0"
+#: What a folder search picks up (any file named on the command line is tried whatever its extension).
+VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts",
+                              ".m2ts", ".flv", ".wmv", ".3gp", ".ogv", ".mxf", ".dv", ".vob"})
+LIST_EXTENSIONS = frozenset({".txt", ".lst", ".list", ".csv"})
+LIST_COLUMNS = ("path", "video", "file", "filename")
+REPORT_NAME = "report.jsonl"
+SUMMARY_NAME = "summary.json"
+LOCK_NAME = ".batch.lock"
+DECISIONS = ("in_sync", "shift", "uncertain", "error")
+#: Error kinds that a rerun does not retry: the video itself is bad, and will be bad again.
+FINAL_ERROR_KINDS = frozenset({"input"})
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One video of the batch: where it is, where its output goes (relative), or why it cannot be read."""
+
+    path: Path  #: absolute (symlinks kept, so the mirrored layout is the one the user sees)
+    rel: Path  #: the path under OUTDIR
+    missing: str | None = None  #: set for a listed path that does not exist: recorded as an error
+
+
+def is_glob(text: str) -> bool:
+    return any(c in text for c in "*?[")
+
+
+def find_videos(folder: Path, exclude: Path | None = None) -> list[Path]:
+    """Video files under ``folder``, recursively, sorted; hidden files and folders and ``exclude`` skipped."""
+    found: list[Path] = []
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        here = Path(root)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
+                         and (exclude is None or os.path.abspath(here / d) != str(exclude)))
+        found.extend(here / f for f in sorted(files)
+                     if not f.startswith(".") and Path(f).suffix.lower() in VIDEO_EXTENSIONS)
+    return found
+
+
+def read_list(list_file: Path) -> list[str]:
+    """The entries of a list file: text (one per line, ``#`` comments) or CSV (a path column, else the first)."""
+    try:
+        text = list_file.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{list_file}: cannot read this list of videos ({exc})") from exc
+    if list_file.suffix.lower() != ".csv":
+        return [s for line in text.splitlines() if (s := line.strip()) and not s.startswith("#")]
+    rows = [r for r in csv.reader(text.splitlines()) if r and any(c.strip() for c in r)]
+    if not rows:
+        return []
+    header = [c.strip().lower() for c in rows[0]]
+    column = next((header.index(name) for name in LIST_COLUMNS if name in header), None)
+    if column is not None:
+        rows = rows[1:]
+    return [r[column or 0].strip() for r in rows if len(r) > (column or 0) and r[column or 0].strip()]
+
+
+def _expand(entry: str, base: Path, exclude: Path | None, from_list: bool,
+            roots: list[Path], files: list[tuple[Path, str | None]]) -> None:
+    """Add what one INPUT names to ``files`` (and folder roots to ``roots``)."""
+    p = Path(entry).expanduser()
+    if not p.is_absolute():
+        p = base / p
+    p = Path(os.path.abspath(p))
+    if p.is_dir():
+        roots.append(p)
+        files.extend((f, None) for f in find_videos(p, exclude))
+    elif p.is_file():
+        if p.suffix.lower() in LIST_EXTENSIONS and not from_list:
+            for sub in read_list(p):
+                _expand(sub, p.parent, exclude, True, roots, files)
+        else:
+            files.append((p, None))
+    elif is_glob(entry):
+        matches = sorted(glob.glob(str(p), recursive=True))
+        if not matches and not from_list:
+            raise UserError(f"{entry}: no file matches this pattern")
+        for m in matches:
+            _expand(m, base, exclude, from_list, roots, files)
+    elif from_list:
+        files.append((p, f"{p}: listed but no such file"))
+    else:
+        raise UserError(f"{entry}: no such file or folder")
+
+
+def collect_inputs(inputs: Iterable[str], exclude: Path | None = None) -> list[BatchItem]:
+    """Every video that ``inputs`` name, once each, with its path relative to the inputs' common folder.
+
+    The common folder is the deepest one holding every named folder and every file's folder, so folder
+    structure is mirrored under OUTDIR and two inputs can never map to the same output. ``exclude`` (OUTDIR)
+    is never searched, so a rerun does not pick up its own outputs.
+    """
+    roots: list[Path] = []
+    files: list[tuple[Path, str | None]] = []
+    cwd = Path.cwd()
+    exclude = Path(os.path.abspath(exclude)) if exclude else None
+    for entry in inputs:
+        _expand(entry, cwd, exclude, False, roots, files)
+    seen: set[str] = set()
+    unique: list[tuple[Path, str | None]] = []
+    for f, missing in files:
+        key = os.path.realpath(f)
+        if key not in seen:
+            seen.add(key)
+            unique.append((f, missing))
+    if not unique:
+        raise UserError("no video files found in " + ", ".join(inputs)
+                        + f" (folders are searched for {', '.join(sorted(VIDEO_EXTENSIONS))})")
+    base = Path(os.path.commonpath([str(r) for r in roots] + [str(f.parent) for f, _ in unique]))
+    return [BatchItem(f, f.relative_to(base), missing) for f, missing in unique]
+
+
+# -------------------------------------------------------------------------------------------- settings
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """What every video is processed with; the fields that change results make up the fingerprint."""
+
+    engine: str = "auto"
+    weights: str | None = None
+    device: str | None = None
+    max_iterations: int = DEFAULT_MAX_ITERATIONS
+    tolerance_ms: float = DEFAULT_TOLERANCE_MS
+    min_confidence: float | None = None
+    search_ms: float = DEFAULT_SEARCH_MS
+    force: bool = False
+    max_duration_s: float | None = None
+    max_size_mb: float | None = None
+    copy_in_sync: bool = False
+    threads: int = 1  #: CPU threads per worker (torch, onnxruntime, BLAS)
+    weights_sha256: str | None = None  #: identity of the weights the engine reads (None: none used)
+
+    def options(self) -> SyncOptions:
+        return SyncOptions(engine=self.engine, weights=self.weights, device=self.device,
+                           max_iterations=self.max_iterations, tolerance_ms=self.tolerance_ms,
+                           min_confidence=self.min_confidence, search_ms=self.search_ms)
+
+    def fingerprint(self) -> str:
+        """Short hash of everything that changes a video's result (not device, threads or weights' path)."""
+        relevant = {k: v for k, v in asdict(self).items() if k not in ("device", "threads", "weights")}
+        relevant["version"] = PIPELINE_VERSION
+        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def resolve_settings(args: argparse.Namespace, threads: int) -> BatchSettings:
+    """The batch's settings with ``auto`` and the weights made definite, once, in the driver.
+
+    ``auto`` becomes ``cca`` when no weights are present (as it would in each worker), and the weights'
+    path is made absolute so that Ray workers on other nodes read the same file.
+    """
+    from syncnet.weights import default_weights_path, weights_available
+
+    if args.max_iterations < 1:
+        raise UserError("--max-iterations must be at least 1")
+    if not 0 < args.search_ms <= 2000:
+        raise UserError("--search-ms must be between 0 and 2000")
+    engine, weights, sha = args.engine, args.weights, None
+    if args.weights and not weights_available(args.weights) and engine != "cca":
+        raise UserError(f"weights file {args.weights} does not exist (or use --engine cca)")
+    if engine == "auto" and not weights_available(args.weights):
+        engine = "cca"
+    if engine in ("syncnet", "both") and not weights_available(args.weights):
+        raise UserError(f"the {engine} engine needs the SyncNet weights, which are not at "
+                        f"{default_weights_path()} (run `python -m syncnet download`, pass --weights, "
+                        "or use --engine cca)")
+    if engine != "cca":
+        path = Path(args.weights).expanduser() if args.weights else default_weights_path()
+        weights, sha = str(path.resolve()), sha256_of(path)
+    return BatchSettings(engine=engine, weights=weights, device=args.device, max_iterations=args.max_iterations,
+                         tolerance_ms=args.tolerance_ms, min_confidence=args.min_confidence,
+                         search_ms=args.search_ms, force=args.force, max_duration_s=args.max_duration_s,
+                         max_size_mb=args.max_size_mb, copy_in_sync=args.copy_in_sync, threads=threads,
+                         weights_sha256=sha)
+
+
+# ---------------------------------------------------------------------------------------------- tasks
+
+@dataclass(frozen=True)
+class BatchTask:
+    """What a worker needs for one video: plain strings, so it pickles to any process or node."""
+
+    path: str
+    output: str
+    rel: str
+    size: int = 0
+    mtime_ns: int = 0
+    sha256: str | None = None
+    key: str | None = None  #: content hash + settings fingerprint: equal keys, equal results
+    missing: str | None = None
+
+
+def base_record(task: BatchTask) -> dict:
+    """Every line has every field, so the report reads as a table; a failure keeps the defaults."""
+    return {"path": task.path, "rel": task.rel, "decision": "error", "audio_lag_ms": None, "confidence": None,
+            "engine": None, "output": None, "error": None, "error_kind": None, "reason": None,
+            "applied_shift_ms": None, "verified_shift_ms": None, "duration_s": None, "fps": None,
+            "key": task.key, "sha256": task.sha256, "size": task.size, "mtime_ns": task.mtime_ns}
+
+
+def failed_record(task: BatchTask, message: str, kind: str) -> dict:
+    """The line for a video whose worker died, hung or could not run it."""
+    return {**base_record(task), "error": message, "error_kind": kind,
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def _copy_into(src: Path, dst: Path) -> None:
+    """``dst`` becomes a copy of ``src`` (a hard link when on the same file system), atomically."""
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.copying")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copy2(src, tmp)
+    os.replace(tmp, dst)
+
+
+def process_task(task: BatchTask, settings: BatchSettings) -> dict:
+    """Run ``fix`` on one video and return its report line. Never raises: a failure is a line too.
+
+    Runs in a worker process (local pool or Ray task); imports nothing of the driver's state.
+    """
+    t0 = time.perf_counter()
+    record = base_record(task)
+    try:
+        if task.missing:
+            raise UserError(task.missing)
+        path, info = checked_input(task.path, settings.max_duration_s, settings.max_size_mb)
+        out = Path(task.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        report = fix_video(path, info, out, settings.options(), force=settings.force, curves=False)
+        if report["output"] is None and settings.copy_in_sync and report["decision"] == "in_sync":
+            _copy_into(path, out)
+            report["output"] = str(out)
+        record.update({k: report.get(k) for k in ("decision", "audio_lag_ms", "confidence", "engine", "output",
+                                                  "reason", "applied_shift_ms", "verified_shift_ms",
+                                                  "duration_s", "fps")})
+        if report.get("warnings"):
+            record["warnings"] = report["warnings"]
+    except (UserError, MediaError) as exc:
+        record.update(error=str(exc), error_kind="input")
+    except (WeightsError, EngineUnavailable) as exc:
+        record.update(error=str(exc), error_kind="setup")
+    except Exception as exc:  # noqa: BLE001 - one bad video must never stop the batch: recorded, retried on rerun
+        log.exception("internal error on %s", task.path)
+        record.update(error=f"internal error: {type(exc).__name__}: {exc}", error_kind="internal")
+    record.update(elapsed_s=round(time.perf_counter() - t0, 3), host=socket.gethostname(), pid=os.getpid(),
+                  worker_peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                  finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    return record
+
+
+# --------------------------------------------------------------------------------------------- report
+
+def load_report(path: Path) -> list[dict]:
+    """The lines of an earlier report; a line torn by a kill (the last one) is ignored."""
+    if not path.is_file():
+        return []
+    records = []
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                log.warning("%s line %d is incomplete (a killed run): ignored", path, n)
+                continue
+            if isinstance(rec, dict) and "rel" in rec:
+                records.append(rec)
+    return records
+
+
+def is_finished(record: dict, retry_errors: bool = False) -> bool:
+    """Whether a line means "done, nothing to redo": a result whose output still exists, or a bad video."""
+    if record.get("decision") == "error":
+        return not retry_errors and record.get("error_kind") in FINAL_ERROR_KINDS
+    out = record.get("output")
+    return out is None or Path(out).is_file()
+
+
+def plan(items: list[BatchItem], outdir: Path, fingerprint: str, previous: list[dict],
+         retry_errors: bool = False, hashing_bar: bool = False) -> tuple[list[BatchTask], dict[str, dict]]:
+    """Split the batch into tasks to run and videos already done (their last line, by relative path).
+
+    A file's SHA-256 is read again only when its size or modification time differ from the last line's.
+    """
+    last: dict[str, dict] = {}
+    for rec in previous:
+        last[rec["rel"]] = rec
+    todo: list[BatchTask] = []
+    done: dict[str, dict] = {}
+    need_hash = []
+    for item in items:
+        rel = str(item.rel)
+        out = str(outdir / item.rel)
+        if item.missing:
+            todo.append(BatchTask(str(item.path), out, rel, missing=item.missing))
+            continue
+        st = item.path.stat()
+        prev = last.get(rel)
+        sha = None
+        if prev and prev.get("path") == str(item.path) and prev.get("size") == st.st_size \
+                and prev.get("mtime_ns") == st.st_mtime_ns:
+            sha = prev.get("sha256")
+        need_hash.append((item, rel, out, st, sha, prev))
+    total = sum(st.st_size for _, _, _, st, sha, _ in need_hash if sha is None)
+    with _bar(hashing_bar and total > 256e6, total=total, unit="B", unit_scale=True, desc="hashing") as bar:
+        for item, rel, out, st, sha, prev in need_hash:
+            if sha is None:
+                sha = sha256_of(item.path)
+                bar.update(st.st_size)
+            key = f"{sha}:{fingerprint}"
+            task = BatchTask(str(item.path), out, rel, st.st_size, st.st_mtime_ns, sha, key)
+            if prev and prev.get("key") == key and is_finished(prev, retry_errors):
+                done[rel] = prev
+            else:
+                todo.append(task)
+    return todo, done
+
+
+@contextmanager
+def _bar(enabled: bool, **kwargs):
+    from tqdm import tqdm
+
+    bar = tqdm(disable=not enabled, file=sys.stderr, dynamic_ncols=True, **kwargs)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+class ReportWriter:
+    """Appends one line per video to ``report.jsonl``, flushed and fsync'ed, so a kill loses at most one."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
+    def write(self, record: dict) -> None:
+        self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+@contextmanager
+def locked(outdir: Path) -> Iterator[None]:
+    """Hold ``OUTDIR/.batch.lock`` for the batch: two batches on one OUTDIR would interleave their reports."""
+    fh = open(outdir / LOCK_NAME, "a+")  # noqa: SIM115 - closed below
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"another batch is writing to {outdir}: wait for it to finish or choose another -o") \
+                from None
+        yield
+    finally:
+        fh.close()
+
+
+def remove_partials(outdir: Path) -> int:
+    """Half-written outputs of a killed run under OUTDIR (safe: the lock says no batch is writing now)."""
+    from .correct import remove_stale_partials
+
+    removed = 0
+    for root, _dirs, files in os.walk(outdir):
+        for f in files:
+            if f.endswith(".copying"):
+                Path(root, f).unlink(missing_ok=True)
+                removed += 1
+        removed += remove_stale_partials(Path(root), max_age_s=0)
+    return removed
+
+
+# -------------------------------------------------------------------------------------------- summary
+
+@dataclass
+class Summary:
+    """The batch in numbers: ``summary.json`` and the table."""
+
+    outdir: str
+    backend: str
+    workers: int
+    fingerprint: str
+    settings: dict
+    videos: int = 0
+    processed: int = 0  #: run now
+    skipped: int = 0  #: done by an earlier run with the same content and settings
+    pending: int = 0  #: not reached (an interrupted batch)
+    counts: dict[str, int] = field(default_factory=dict)
+    errors: list[dict] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    videos_per_min: float | None = None
+    worker_peak_rss_mb: float | None = None
+    ray_resources: dict | None = None  #: what each Ray task asked for
+    interrupted: bool = False
+    started_at: str = ""
+    finished_at: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def summarise(summary: Summary, results: dict[str, dict], total: int, processed: int, elapsed_s: float) -> Summary:
+    """Fill ``summary`` from every video's current line (earlier runs' included)."""
+    counts = Counter(rec.get("decision", "error") for rec in results.values())
+    summary.videos = total
+    summary.processed = processed
+    summary.skipped = len(results) - processed
+    summary.pending = total - len(results)
+    summary.counts = {d: counts.get(d, 0) for d in DECISIONS}
+    summary.errors = [{"path": r["path"], "error": r.get("error"), "error_kind": r.get("error_kind")}
+                      for r in results.values() if r.get("decision") == "error"]
+    summary.elapsed_s = round(elapsed_s, 3)
+    summary.videos_per_min = round(processed / (elapsed_s / 60), 2) if processed and elapsed_s > 0 else None
+    rss = [r["worker_peak_rss_mb"] for r in results.values() if r.get("worker_peak_rss_mb")]
+    summary.worker_peak_rss_mb = max(rss) if rss else None
+    summary.finished_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    return summary
+
+
+def _duration(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600} h {s % 3600 // 60:02d} min" if s >= 3600 else f"{s // 60} min {s % 60:02d} s"
+
+
+def format_summary(s: Summary) -> str:
+    width = max(len(d) for d in DECISIONS)
+    lines = [f"{'decision':<{width}}  videos"]
+    lines += [f"{d:<{width}}  {s.counts.get(d, 0):>6}" for d in DECISIONS]
+    lines.append(f"{'total':<{width}}  {s.videos:>6}  ({s.processed} processed now, {s.skipped} done before"
+                 + (f", {s.pending} not reached)" if s.pending else ")"))
+    rate = f"{s.videos_per_min:.1f} videos/min" if s.videos_per_min else "nothing processed"
+    lines.append(f"time {_duration(s.elapsed_s)}, {rate} ({s.workers} workers, {s.backend})"
+                 + (", INTERRUPTED: run the same command again to continue" if s.interrupted else ""))
+    for e in s.errors[:10]:
+        lines.append(f"error: {e['path']}: {e['error']}")
+    if len(s.errors) > 10:
+        lines.append(f"... and {len(s.errors) - 10} more errors (see {SUMMARY_NAME})")
+    lines.append(f"report: {Path(s.outdir) / REPORT_NAME}  summary: {Path(s.outdir) / SUMMARY_NAME}")
+    return "\n".join(lines)
+
+
+def _describe(rec: dict) -> str:
+    d = rec.get("decision")
+    if d == "error":
+        return f"error: {rec.get('error')}"
+    lag = rec.get("audio_lag_ms")
+    conf = rec.get("confidence")
+    text = d + (f" {lag:+.1f} ms" if lag is not None else "") + (f" (confidence {conf:.1f})" if conf else "")
+    return text + (f" -> {rec['output']}" if rec.get("output") else "")
+
+
+# ------------------------------------------------------------------------------------------------ run
+
+def add_batch_parser(sub: argparse._SubParsersAction, add_options) -> None:
+    b = sub.add_parser("batch", help="fix many videos: folders, globs, lists; resumable; local pool or Ray",
+                       description="Measure and fix every video named; rerun the same command to continue.")
+    b.add_argument("inputs", nargs="*", metavar="INPUT",  # "*": `--ray clips/` must parse (see below)
+                   help="video files, folders (recursive), globs, or .txt/.csv lists of paths")
+    b.add_argument("-o", "--output", required=True, metavar="OUTDIR",
+                   help="where corrected videos (mirroring the input folders), report.jsonl and summary.json go")
+    b.add_argument("--workers", type=int, help="parallel videos (default: as many as the CPUs and memory hold)")
+    b.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="run as Ray tasks: on the cluster at ADDRESS (auto, host:port, ray://host:10001), or on a "
+                        "local Ray instance when no ADDRESS is given; needs requirements-ray.txt")
+    b.add_argument("--gpus-per-task", type=float, default=0.25,
+                   help="with --ray and SyncNet on CUDA: GPU share per video (default 0.25: 4 videos per GPU)")
+    b.add_argument("--threads", type=int, help="CPU threads per video (default: the CPUs shared among workers)")
+    b.add_argument("--timeout-s", type=float, help="give up on a video after this long (recorded as an error)")
+    b.add_argument("--force", action="store_true", help="apply the measured shift even when it is uncertain")
+    b.add_argument("--copy-in-sync", action="store_true",
+                   help="also put videos already in sync into OUTDIR (hard link or copy), so it holds the whole "
+                        "usable collection")
+    b.add_argument("--retry-errors", action="store_true", help="redo videos that failed as bad input last time")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar or per-video lines on stderr")
+    add_options(b)
+
+
+def _split_ray_address(args: argparse.Namespace) -> None:
+    """``--ray clips/`` means a local Ray instance and the input ``clips/``: argparse takes the first INPUT as
+    the optional ADDRESS; an address is ``auto``, ``local`` or has a ``:`` and is not an existing path."""
+    value = args.ray
+    if value is None or value in ("local", "auto") or (":" in value and not Path(value).exists()):
+        return
+    args.inputs.insert(0, value)
+    args.ray = "local"
+
+
+def run_batch(args: argparse.Namespace) -> tuple[Summary, int]:
+    """Run the whole batch; returns the summary and the exit code (0 done, 130 interrupted)."""
+    from .executors import LocalPool, RayRunner, default_workers
+
+    _split_ray_address(args)
+    if not args.inputs:
+        raise UserError("name at least one INPUT: a video, a folder, a glob or a list of paths")
+    if args.workers is not None and args.workers < 1:
+        raise UserError("--workers must be at least 1")
+    if args.timeout_s is not None and args.timeout_s <= 0:
+        raise UserError("--timeout-s must be positive")
+    outdir = Path(os.path.abspath(args.output))
+    if outdir.exists() and not outdir.is_dir():
+        raise UserError(f"{args.output}: exists and is not a folder: -o takes the output folder")
+    items = collect_inputs(args.inputs, exclude=outdir)
+    for item in items:
+        if os.path.abspath(outdir / item.rel) == os.path.abspath(item.path):
+            raise UserError(f"{item.path} would be overwritten: -o must not be the inputs' own folder")
+    outdir.mkdir(parents=True, exist_ok=True)
+
+    cpus = len(os.sched_getaffinity(0))
+    if args.ray:
+        workers = args.workers or cpus
+        threads = args.threads or 1
+        runner = RayRunner(None if args.ray == "local" else args.ray, workers, threads, args.gpus_per_task,
+                           args.timeout_s)
+    else:
+        workers = args.workers or default_workers()
+        threads = args.threads or max(1, cpus // workers)
+        runner = LocalPool(workers, threads, args.timeout_s)
+    settings = resolve_settings(args, threads)
+    show = not args.no_progress
+    tty = sys.stderr.isatty() and show
+
+    with locked(outdir):
+        if remove_partials(outdir):
+            log.info("removed half-written outputs of an interrupted run")
+        report_path = outdir / REPORT_NAME
+        previous = load_report(report_path)
+        todo, done = plan(items, outdir, settings.fingerprint(), previous, args.retry_errors, hashing_bar=tty)
+        summary = Summary(str(outdir), runner.name, workers, settings.fingerprint(), asdict(settings),
+                          started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        results: dict[str, dict] = dict(done)
+        order = {str(item.rel): i for i, item in enumerate(items)}
+        if done and show:
+            print(f"{len(done)} of {len(items)} videos already done with these settings: skipped", file=sys.stderr)
+        t0 = time.perf_counter()
+        processed = 0
+        writer = ReportWriter(report_path)
+        code = 0
+        try:
+            with _bar(tty, total=len(items), initial=len(done), unit="video", desc="batch") as bar:
+                for task, record in runner.run(todo, settings):
+                    writer.write(record)
+                    results[task.rel] = record
+                    processed += 1
+                    bar.update(1)
+                    if show:
+                        left = len(todo) - processed
+                        eta = (time.perf_counter() - t0) / processed * left
+                        line = (f"[{len(done) + processed}/{len(items)}] {task.rel}: {_describe(record)}"
+                                + (f"  (ETA {_duration(eta)})" if left else ""))
+                        (bar.write(line, file=sys.stderr) if tty else print(line, file=sys.stderr, flush=True))
+        except KeyboardInterrupt:
+            summary.interrupted = True
+            code = 130
+        finally:
+            writer.close()
+            ordered = dict(sorted(results.items(), key=lambda kv: order.get(kv[0], 0)))
+            summarise(summary, ordered, len(items), processed, time.perf_counter() - t0)
+            summary.ray_resources = getattr(runner, "resources", None) or None
+            tmp = outdir / f".{SUMMARY_NAME}.tmp"
+            tmp.write_text(json.dumps(summary.to_dict(), indent=2, ensure_ascii=False))
+            os.replace(tmp, outdir / SUMMARY_NAME)
+    return summary, code
