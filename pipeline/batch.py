@@ -284,13 +284,17 @@ def process_task(task: BatchTask, settings: BatchSettings) -> dict:
         path, info = checked_input(task.path, settings.max_duration_s, settings.max_size_mb)
         out = Path(task.output)
         out.parent.mkdir(parents=True, exist_ok=True)
+        t_fix = time.perf_counter()
         report = fix_video(path, info, out, settings.options(), force=settings.force, curves=False)
+        timings = dict(report.get("timings") or {})
+        timings["total_fix_s"] = round(time.perf_counter() - t_fix, 3)
         if report["output"] is None and settings.copy_in_sync and report["decision"] == "in_sync":
             _copy_into(path, out)
             report["output"] = str(out)
         record.update({k: report.get(k) for k in ("decision", "audio_lag_ms", "confidence", "engine", "output",
                                                   "reason", "applied_shift_ms", "verified_shift_ms",
                                                   "duration_s", "fps")})
+        record["timings"] = timings
         if report.get("warnings"):
             record["warnings"] = report["warnings"]
     except (UserError, MediaError) as exc:
@@ -521,8 +525,9 @@ def add_batch_parser(sub: argparse._SubParsersAction, add_options) -> None:
     b.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                    help="run as Ray tasks: on the cluster at ADDRESS (auto, host:port, ray://host:10001), or on a "
                         "local Ray instance when no ADDRESS is given; needs requirements-ray.txt")
-    b.add_argument("--gpus-per-task", type=float, default=0.25,
-                   help="with --ray and SyncNet on CUDA: GPU share per video (default 0.25: 4 videos per GPU)")
+    b.add_argument("--gpus-per-task", type=float,
+                   help="with --ray and SyncNet on CUDA: GPU share per video (default: the cluster's GPUs over "
+                        "its CPU slots, so that every CPU works; e.g. 1/16 with 16 CPUs per GPU)")
     b.add_argument("--threads", type=int, help="CPU threads per video (default: the CPUs shared among workers)")
     b.add_argument("--timeout-s", type=float, help="give up on a video after this long (recorded as an error)")
     b.add_argument("--force", action="store_true", help="apply the measured shift even when it is uncertain")

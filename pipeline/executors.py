@@ -191,26 +191,27 @@ class LocalPool:
                 s.stop(kill=s.task is not None)
 
 
-def ray_resources(uses_syncnet: bool, device: str | None, cluster_gpus: float, threads: int,
-                  gpus_per_task: float) -> dict[str, float]:
+def ray_resources(uses_syncnet: bool, device: str | None, cluster: dict[str, float], threads: int,
+                  gpus_per_task: float | None = None) -> dict[str, float]:
     """Per-task Ray resources: CPUs always; a GPU share when SyncNet will run on CUDA.
 
     SyncNet runs on CUDA when the device says so, or by default when the cluster has GPUs; the weight-free
-    engine and face detection are CPU work, so a cca batch never holds GPUs.
+    engine and face detection are CPU work, so a cca batch never holds GPUs. The default GPU share lets every
+    CPU of the cluster work: decoding and face tracking, not SyncNet, bound the throughput (one GPU scores
+    ~30x faster than one core decodes and tracks: see the README), so a GPU is shared by its node's CPUs.
     """
-    if not uses_syncnet or device == "cpu":
-        return {"num_cpus": threads, "num_gpus": 0}
-    if device and device.startswith("cuda") and cluster_gpus <= 0:
-        from .cli import UserError
+    from .cli import UserError
 
+    gpus = cluster.get("GPU", 0)
+    if not uses_syncnet or device == "cpu" or (gpus <= 0 and not (device and device.startswith("cuda"))):
+        return {"num_cpus": threads, "num_gpus": 0}
+    if gpus <= 0:
         raise UserError("--device cuda was asked for but the Ray cluster has no GPUs")
-    if cluster_gpus <= 0:
-        return {"num_cpus": threads, "num_gpus": 0}
+    if gpus_per_task is None:
+        gpus_per_task = min(1.0, max(0.01, gpus / max(1.0, cluster.get("CPU", 1) // threads)))
     if not 0 < gpus_per_task <= 1:
-        from .cli import UserError
-
         raise UserError("--gpus-per-task must be in (0, 1]")
-    return {"num_cpus": threads, "num_gpus": gpus_per_task}
+    return {"num_cpus": threads, "num_gpus": round(gpus_per_task, 4)}
 
 
 def ray_slots(resources: dict[str, float], cluster: dict[str, float], cap: int | None) -> int:
@@ -230,7 +231,7 @@ class RayRunner:
 
     name = "ray"
 
-    def __init__(self, address: str | None, workers: int | None, threads: int = 1, gpus_per_task: float = 0.25,
+    def __init__(self, address: str | None, workers: int | None, threads: int = 1, gpus_per_task: float | None = None,
                  timeout_s: float | None = None, fn: Worker = process_task):
         self.address, self.workers, self.threads = address, workers, threads
         self.gpus_per_task, self.timeout_s, self.fn = gpus_per_task, timeout_s, fn
@@ -249,11 +250,23 @@ class RayRunner:
                        "env_vars": {k: str(self.threads) for k in THREAD_VARS}}
         if self.address is None:
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # a local instance phones nobody
-            ray.init(num_cpus=self.workers, include_dashboard=False, log_to_driver=False,
+            # "local": a new instance even when `ray start` left one on this machine (None would join it)
+            ray.init(address="local", num_cpus=self.workers, include_dashboard=False, log_to_driver=False,
                      runtime_env=runtime_env, logging_level=logging.WARNING)
         else:
-            ray.init(address=self.address, log_to_driver=False, runtime_env=runtime_env,
-                     logging_level=logging.WARNING)
+            try:
+                ray.init(address=self.address, log_to_driver=False, runtime_env=runtime_env,
+                         logging_level=logging.WARNING)
+            except (ConnectionError, RuntimeError, ray.exceptions.RayError) as exc:
+                from .cli import UserError
+
+                first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+                hint = ("; a cluster with token authentication needs RAY_AUTH_MODE=token and its token "
+                        "(RAY_AUTH_TOKEN or ~/.ray/auth_token) here too"
+                        if "auth" in str(exc).lower() or "auth" in repr(exc.__cause__).lower() else
+                        "; check the address (`ray status` on the head node shows it) and that this machine "
+                        "can reach it")
+                raise UserError(f"cannot join the Ray cluster at {self.address}: {first}{hint}") from exc
         return ray
 
     def run(self, tasks: list[BatchTask], settings: BatchSettings) -> Iterator[tuple[BatchTask, dict]]:
@@ -262,8 +275,8 @@ class RayRunner:
         ray = self._init()
         try:
             cluster = ray.cluster_resources()
-            self.resources = ray_resources(settings.engine != "cca", settings.device, cluster.get("GPU", 0),
-                                           self.threads, self.gpus_per_task)
+            self.resources = ray_resources(settings.engine != "cca", settings.device, cluster, self.threads,
+                                           self.gpus_per_task)
             self.slots = ray_slots(self.resources, cluster, self.workers)
             log.info("Ray: %s per video, %d at once (cluster: %s)", self.resources, self.slots, cluster)
             remote = ray.remote(self.fn).options(max_retries=1, retry_exceptions=False, **self.resources)

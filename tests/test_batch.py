@@ -27,9 +27,10 @@ REPORT_FIELDS = ("path", "decision", "audio_lag_ms", "confidence", "engine", "ou
 COMPARED = ("decision", "audio_lag_ms", "confidence", "engine", "applied_shift_ms", "verified_shift_ms")
 
 
-def run_cli(*args: str, timeout: float = 600, check_rc: int | None = 0) -> subprocess.CompletedProcess:
+def run_cli(*args: str, timeout: float = 600, check_rc: int | None = 0,
+            env: dict | None = None) -> subprocess.CompletedProcess:
     proc = subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, timeout=timeout,
-                          cwd=Path(__file__).resolve().parent.parent)
+                          cwd=Path(__file__).resolve().parent.parent, env=env)
     if check_rc is not None:
         assert proc.returncode == check_rc, proc.stderr[-3000:]
     return proc
@@ -150,12 +151,17 @@ def test_workers_and_ray_resources_sizing():
     assert default_workers(cpus=8, memory=3 * 2**30) == 2  # memory-bound
     assert default_workers(cpus=2, memory=2**28) == 1
     # the weight-free engine never holds GPUs; SyncNet on a GPU cluster takes a share unless told cpu
-    assert ray_resources(False, None, 4, 1, 0.25) == {"num_cpus": 1, "num_gpus": 0}
-    assert ray_resources(True, None, 4, 2, 0.25) == {"num_cpus": 2, "num_gpus": 0.25}
-    assert ray_resources(True, "cpu", 4, 1, 0.25)["num_gpus"] == 0
-    assert ray_resources(True, None, 0, 1, 0.25)["num_gpus"] == 0
+    gpu_node = {"CPU": 16, "GPU": 1}
+    assert ray_resources(False, None, gpu_node, 1) == {"num_cpus": 1, "num_gpus": 0}
+    assert ray_resources(True, None, gpu_node, 1) == {"num_cpus": 1, "num_gpus": 0.0625}  # every CPU busy
+    assert ray_resources(True, None, gpu_node, 2, 0.25) == {"num_cpus": 2, "num_gpus": 0.25}
+    assert ray_resources(True, "cuda", {"CPU": 4, "GPU": 8}, 1) == {"num_cpus": 1, "num_gpus": 1.0}
+    assert ray_resources(True, "cpu", gpu_node, 1)["num_gpus"] == 0
+    assert ray_resources(True, None, {"CPU": 16}, 1)["num_gpus"] == 0
     with pytest.raises(UserError, match="no GPUs"):
-        ray_resources(True, "cuda", 0, 1, 0.25)
+        ray_resources(True, "cuda", {"CPU": 16}, 1)
+    with pytest.raises(UserError, match="gpus-per-task"):
+        ray_resources(True, None, gpu_node, 1, 1.5)
     assert ray_slots({"num_cpus": 1, "num_gpus": 0.25}, {"CPU": 64, "GPU": 2}, None) == 8  # GPU-bound
     assert ray_slots({"num_cpus": 2, "num_gpus": 0}, {"CPU": 16}, None) == 8
     assert ray_slots({"num_cpus": 1, "num_gpus": 0}, {"CPU": 16}, 3) == 3
@@ -344,3 +350,80 @@ def test_local_ray_gives_the_same_results(collection, pool_run, tmp_path):
     # and a rerun on Ray resumes like the pool does (no Ray start needed: nothing left to do)
     again = json.loads(run_cli("batch", "--ray", str(root), "-o", str(out), "--engine", "cca", "--json").stdout)
     assert again["processed"] == 0 and again["skipped"] == len(expected)
+
+
+def test_ray_cluster_by_address_requests_gpus_for_syncnet(example_avi, synced_avi, random_weights, tmp_path):
+    """A cluster started with `ray start` (1 CPU-declared GPU: the scheduling is what is tested) and joined by
+    address, as on a real cluster: SyncNet tasks ask for a GPU share that lets both CPUs work."""
+    pytest.importorskip("ray", reason="Ray is the optional extra: pip install -r requirements-ray.txt")
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    import tempfile
+
+    ray_bin = Path(sys.executable).with_name("ray")
+    import secrets
+
+    # token authentication, as Ray 2.60 clusters have by default: the driver needs the mode and the token too
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
+           "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    temp = tempfile.mkdtemp(prefix="ray-")  # short: Ray's socket paths must fit in 107 bytes
+    start = subprocess.run([str(ray_bin), "start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=1",
+                            "--include-dashboard=false", f"--temp-dir={temp}", "--disable-usage-stats"],
+                           capture_output=True, text=True, timeout=120, env=env)
+    assert start.returncode == 0, start.stderr[-2000:]
+    try:
+        address = next(w for line in start.stdout.splitlines() for w in line.split("'")
+                       if w.endswith(f":{port}") and "=" not in w)
+        src = tmp_path / "in"
+        src.mkdir()
+        shutil.copy(example_avi, src / "a.avi")
+        shutil.copy(synced_avi, src / "b.avi")
+        wrong = run_cli("batch", str(src), "-o", str(tmp_path / "out"), "--ray", address, "--engine", "cca",
+                        check_rc=2, env={**env, "RAY_AUTH_TOKEN": "0" * 64}, timeout=300)
+        assert "cannot join the Ray cluster" in wrong.stderr and "RAY_AUTH" in wrong.stderr
+        assert "Traceback" not in wrong.stderr
+        proc = run_cli("batch", str(src), "-o", str(tmp_path / "out"), "--ray", address, "--engine", "syncnet",
+                       "--weights", str(random_weights), "--json", env=env)
+        summary = json.loads(proc.stdout)
+        assert summary["ray_resources"] == {"num_cpus": 1, "num_gpus": 0.5}
+        assert summary["counts"]["uncertain"] == 2  # random weights: flat curves, as with `fix`
+        assert summary["settings"]["weights"] == str(random_weights.resolve())
+    finally:
+        subprocess.run([str(ray_bin), "stop", "--force"], capture_output=True, timeout=120, env=env)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_progress_bar_with_eta_on_a_terminal(example_avi, synced_avi, tmp_path):
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(example_avi, src / "a.avi")
+    shutil.copy(synced_avi, src / "b.avi")
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "batch", str(src), "-o", str(tmp_path / "out"),
+                             "--engine", "cca", "--workers", "1"], cwd=Path(__file__).resolve().parent.parent,
+                            stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    data = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    assert proc.wait(300) == 0
+    os.close(master)
+    text = data.decode(errors="replace")
+    assert "batch:  50%|" in text and "1/2 [" in text and "batch: 100%|" in text  # the bar, redrawn
+    assert "<00:0" in text  # tqdm's remaining-time estimate
+    assert "[1/2] " in text and "ETA" in text  # the per-video line with our estimate
