@@ -492,7 +492,7 @@ def format_summary(s: Summary) -> str:
     lines.append(f"{'total':<{width}}  {s.videos:>6}  ({s.processed} processed now, {s.skipped} done before"
                  + (f", {s.pending} not reached)" if s.pending else ")"))
     rate = f"{s.videos_per_min:.1f} videos/min" if s.videos_per_min else "nothing processed"
-    lines.append(f"time {_duration(s.elapsed_s)}, {rate} ({s.workers} workers, {s.backend})"
+    lines.append(f"time {_duration(s.elapsed_s)}, {rate} ({s.workers} worker{'s' * (s.workers != 1)}, {s.backend})"
                  + (", INTERRUPTED: run the same command again to continue" if s.interrupted else ""))
     for e in s.errors[:10]:
         lines.append(f"error: {e['path']}: {e['error']}")

@@ -275,6 +275,26 @@ def test_killed_batch_resumes_without_redoing(collection, tmp_path, capsys):
     assert summary["counts"] == {"in_sync": 1, "shift": 4, "uncertain": 0, "error": 2}
 
 
+def test_ctrl_c_stops_cleanly_and_says_so(collection, tmp_path):
+    root, expected = collection
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "batch", str(root), "-o", str(out), "--workers", "1",
+                             "--engine", "cca", "--no-progress"], cwd=Path(__file__).resolve().parent.parent,
+                            start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not ((out / "report.jsonl").exists() and (out / "report.jsonl").read_text().count("\n") >= 1):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the driver and its workers
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "INTERRUPTED: run the same command again" in stdout and "Traceback" not in stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] and summary["pending"] > 0
+    assert summary["processed"] + summary["pending"] == len(expected)
+    assert not [p for p in out.rglob(".*") if "partial" in p.name]
+
+
 def crash_or_hang(task: B.BatchTask, settings: B.BatchSettings) -> dict:
     """A worker function for the pool test: dies on 'crash', hangs on 'hang', else the real work."""
     if "crash" in task.path:
