@@ -393,7 +393,14 @@ class ReportWriter:
 
     def __init__(self, path: Path):
         self.path = path
+        torn = False
+        if path.is_file() and path.stat().st_size > 0:
+            with open(path, "rb") as fh:
+                fh.seek(-1, os.SEEK_END)
+                torn = fh.read(1) != b"\n"
         self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        if torn:  # a kill mid-line: end that line, so that the next one is whole
+            self._fh.write("\n")
 
     def write(self, record: dict) -> None:
         self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -570,8 +577,11 @@ def run_batch(args: argparse.Namespace) -> tuple[Summary, int]:
     outdir.mkdir(parents=True, exist_ok=True)
 
     cpus = len(os.sched_getaffinity(0))
+    if args.threads is not None and args.threads < 1:
+        raise UserError("--threads must be at least 1")
     if args.ray:
-        workers = args.workers or cpus
+        # a local instance gets this machine's CPUs; a cluster runs as many tasks as its resources hold
+        workers = args.workers or (cpus if args.ray == "local" else 0)
         threads = args.threads or 1
         runner = RayRunner(None if args.ray == "local" else args.ray, workers, threads, args.gpus_per_task,
                            args.timeout_s)
@@ -620,6 +630,7 @@ def run_batch(args: argparse.Namespace) -> tuple[Summary, int]:
             ordered = dict(sorted(results.items(), key=lambda kv: order.get(kv[0], 0)))
             summarise(summary, ordered, len(items), processed, time.perf_counter() - t0)
             summary.ray_resources = getattr(runner, "resources", None) or None
+            summary.workers = getattr(runner, "slots", 0) or workers
             tmp = outdir / f".{SUMMARY_NAME}.tmp"
             tmp.write_text(json.dumps(summary.to_dict(), indent=2, ensure_ascii=False))
             os.replace(tmp, outdir / SUMMARY_NAME)

@@ -28,6 +28,8 @@ WORKER_MEMORY_BYTES = int(1.5e9)
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 Worker = Callable[[BatchTask, BatchSettings], dict]
+#: How often a Ray batch looks at the cluster's resources again, to use nodes that joined.
+RESIZE_EVERY_S = 30.0
 
 
 def available_memory() -> int:
@@ -236,7 +238,7 @@ class RayRunner:
         self.address, self.workers, self.threads = address, workers, threads
         self.gpus_per_task, self.timeout_s, self.fn = gpus_per_task, timeout_s, fn
         self.resources: dict[str, float] = {}
-        self.slots = 0
+        self.slots = 0  #: tasks in flight at once, known once joined
 
     def _init(self):
         try:
@@ -251,7 +253,7 @@ class RayRunner:
         if self.address is None:
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # a local instance phones nobody
             # "local": a new instance even when `ray start` left one on this machine (None would join it)
-            ray.init(address="local", num_cpus=self.workers, include_dashboard=False, log_to_driver=False,
+            ray.init(address="local", num_cpus=self.workers or None, include_dashboard=False, log_to_driver=False,
                      runtime_env=runtime_env, logging_level=logging.WARNING)
         else:
             try:
@@ -282,13 +284,17 @@ class RayRunner:
             remote = ray.remote(self.fn).options(max_retries=1, retry_exceptions=False, **self.resources)
             queue = list(reversed(tasks))
             running: dict = {}  # ref -> (task, submitted)
+            looked = time.monotonic()
             while queue or running:
+                if time.monotonic() - looked > RESIZE_EVERY_S:  # nodes join and leave (autoscaling)
+                    self.slots = ray_slots(self.resources, ray.cluster_resources(), self.workers)
+                    looked = time.monotonic()
                 while queue and len(running) < self.slots:
                     task = queue.pop()
                     running[remote.remote(task, settings)] = (task, time.monotonic())
-                deadlines = [t0 + self.timeout_s for _, t0 in running.values() if self.timeout_s and t0 < float("inf")]
-                timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
-                done, _ = ray.wait(list(running), num_returns=1, timeout=timeout)
+                deadlines = [looked + RESIZE_EVERY_S]
+                deadlines += [t0 + self.timeout_s for _, t0 in running.values() if self.timeout_s and t0 < float("inf")]
+                done, _ = ray.wait(list(running), num_returns=1, timeout=max(0.0, min(deadlines) - time.monotonic()))
                 for ref in done:
                     task, _t0 = running.pop(ref)
                     try:

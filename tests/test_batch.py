@@ -134,6 +134,10 @@ def test_report_reader_ignores_a_torn_last_line(tmp_path):
     p = tmp_path / "report.jsonl"
     p.write_text(json.dumps({"rel": "a.mp4", "decision": "shift"}) + "\n" + '{"rel": "b.mp4", "deci')
     assert [r["rel"] for r in B.load_report(p)] == ["a.mp4"]
+    writer = B.ReportWriter(p)  # the next run appends after the torn line, not onto it
+    writer.write({"rel": "c.mp4", "decision": "in_sync"})
+    writer.close()
+    assert [r["rel"] for r in B.load_report(p)] == ["a.mp4", "c.mp4"]
 
 
 def test_ray_address_or_first_input():
