@@ -40,7 +40,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from syncnet.media import MediaError
@@ -241,9 +241,13 @@ class BatchTask:
     rel: str
     size: int = 0
     mtime_ns: int = 0
-    sha256: str | None = None
+    sha256: str | None = None  #: None: the worker hashes the file
     key: str | None = None  #: content hash + settings fingerprint: equal keys, equal results
     missing: str | None = None
+    fingerprint: str = ""
+
+    def with_hash(self, sha256: str) -> BatchTask:
+        return replace(self, sha256=sha256, key=f"{sha256}:{self.fingerprint}")
 
 
 def base_record(task: BatchTask) -> dict:
@@ -281,6 +285,12 @@ def process_task(task: BatchTask, settings: BatchSettings) -> dict:
     try:
         if task.missing:
             raise UserError(task.missing)
+        if task.sha256 is None:
+            try:
+                task = task.with_hash(sha256_of(Path(task.path)))
+            except OSError as exc:
+                raise UserError(f"{task.path}: cannot read it ({exc.strerror})") from exc
+            record.update(sha256=task.sha256, key=task.key)
         path, info = checked_input(task.path, settings.max_duration_s, settings.max_size_mb)
         out = Path(task.output)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -341,40 +351,53 @@ def plan(items: list[BatchItem], outdir: Path, fingerprint: str, previous: list[
          retry_errors: bool = False, hashing_bar: bool = False) -> tuple[list[BatchTask], dict[str, dict]]:
     """Split the batch into tasks to run and videos already done (their last line, by relative path).
 
-    A file's SHA-256 is read again only when its size or modification time differ from the last line's.
+    Hashing a large collection takes long, so the driver hashes only what it must to decide: a video with no
+    earlier line is hashed by its worker (which reads it anyway); one whose line has the same size and
+    modification time reuses that line's SHA-256; only a video whose file changed since is hashed here.
     """
     last: dict[str, dict] = {}
     for rec in previous:
         last[rec["rel"]] = rec
     todo: list[BatchTask] = []
     done: dict[str, dict] = {}
-    need_hash = []
+    to_hash = []
     for item in items:
-        rel = str(item.rel)
-        out = str(outdir / item.rel)
+        rel, out = str(item.rel), str(outdir / item.rel)
         if item.missing:
-            todo.append(BatchTask(str(item.path), out, rel, missing=item.missing))
+            todo.append(BatchTask(str(item.path), out, rel, missing=item.missing, fingerprint=fingerprint))
             continue
-        st = item.path.stat()
+        try:
+            st = item.path.stat()
+        except OSError as exc:
+            todo.append(BatchTask(str(item.path), out, rel, missing=f"{item.path}: cannot read it ({exc.strerror})",
+                                  fingerprint=fingerprint))
+            continue
+        task = BatchTask(str(item.path), out, rel, st.st_size, st.st_mtime_ns, fingerprint=fingerprint)
         prev = last.get(rel)
-        sha = None
-        if prev and prev.get("path") == str(item.path) and prev.get("size") == st.st_size \
-                and prev.get("mtime_ns") == st.st_mtime_ns:
-            sha = prev.get("sha256")
-        need_hash.append((item, rel, out, st, sha, prev))
-    total = sum(st.st_size for _, _, _, st, sha, _ in need_hash if sha is None)
+        if prev is None or prev.get("path") != str(item.path) or not prev.get("sha256"):
+            todo.append(task)  # new here: its worker hashes it
+        elif prev.get("size") == st.st_size and prev.get("mtime_ns") == st.st_mtime_ns:
+            _decide(task.with_hash(prev["sha256"]), prev, retry_errors, todo, done)
+        else:
+            to_hash.append((task, prev))
+    total = sum(task.size for task, _ in to_hash)
     with _bar(hashing_bar and total > 256e6, total=total, unit="B", unit_scale=True, desc="hashing") as bar:
-        for item, rel, out, st, sha, prev in need_hash:
-            if sha is None:
-                sha = sha256_of(item.path)
-                bar.update(st.st_size)
-            key = f"{sha}:{fingerprint}"
-            task = BatchTask(str(item.path), out, rel, st.st_size, st.st_mtime_ns, sha, key)
-            if prev and prev.get("key") == key and is_finished(prev, retry_errors):
-                done[rel] = prev
-            else:
-                todo.append(task)
+        for task, prev in to_hash:
+            try:
+                sha = sha256_of(Path(task.path))
+            except OSError:
+                todo.append(task)  # its worker will say what is wrong
+                continue
+            bar.update(task.size)
+            _decide(task.with_hash(sha), prev, retry_errors, todo, done)
     return todo, done
+
+
+def _decide(task: BatchTask, prev: dict, retry_errors: bool, todo: list[BatchTask], done: dict[str, dict]) -> None:
+    if prev.get("key") == task.key and is_finished(prev, retry_errors):
+        done[task.rel] = prev
+    else:
+        todo.append(task)
 
 
 @contextmanager
@@ -521,6 +544,71 @@ def _describe(rec: dict) -> str:
 
 # ------------------------------------------------------------------------------------------------ run
 
+class Eta:
+    """Time left, from the bytes still to process: videos differ in length and size far more than in
+    cost per byte, so this is steadier than counting videos."""
+
+    def __init__(self, tasks: list[BatchTask]):
+        self.total = sum(t.size for t in tasks)
+        self.count = len(tasks)
+        self.bytes_done = 0
+        self.n_done = 0
+
+    def left_s(self, finished: BatchTask, elapsed_s: float) -> float | None:
+        self.bytes_done += finished.size
+        self.n_done += 1
+        if self.n_done >= self.count:
+            return None
+        if self.bytes_done > 0 and self.total > 0:
+            return elapsed_s / self.bytes_done * (self.total - self.bytes_done)
+        return elapsed_s / self.n_done * (self.count - self.n_done)
+
+
+class Interrupts:
+    """Ctrl-C and SIGTERM (a scheduler's stop, `kill`) end the batch cleanly: workers stopped, summary written.
+
+    Both raise KeyboardInterrupt wherever the driver waits, except inside :meth:`held` (writing a line and
+    counting it), where the interrupt is held until the bookkeeping is whole.
+    """
+
+    def __init__(self) -> None:
+        self._held = False
+        self._pending = False
+        self._previous: dict = {}
+
+    def _handler(self, signum, frame) -> None:
+        if self._held:
+            self._pending = True
+        else:
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> Interrupts:
+        import signal
+
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handler)
+        except ValueError:  # not the main thread: leave signals alone
+            pass
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        self._held = True
+        try:
+            yield
+        finally:
+            self._held = False
+        if self._pending:
+            raise KeyboardInterrupt
+
+
 def add_batch_parser(sub: argparse._SubParsersAction, add_options) -> None:
     b = sub.add_parser("batch", help="fix many videos: folders, globs, lists; resumable; local pool or Ray",
                        description="Measure and fix every video named; rerun the same command to continue.")
@@ -607,20 +695,22 @@ def run_batch(args: argparse.Namespace) -> tuple[Summary, int]:
             print(f"{len(done)} of {len(items)} videos already done with these settings: skipped", file=sys.stderr)
         t0 = time.perf_counter()
         processed = 0
+        eta = Eta(todo)
         writer = ReportWriter(report_path)
         code = 0
         try:
-            with _bar(tty, total=len(items), initial=len(done), unit="video", desc="batch") as bar:
+            with _bar(tty, total=len(items), initial=len(done), unit="video", desc="batch") as bar, \
+                    Interrupts() as interrupts:
                 for task, record in runner.run(todo, settings):
-                    writer.write(record)
-                    results[task.rel] = record
-                    processed += 1
+                    with interrupts.held():
+                        writer.write(record)
+                        results[task.rel] = record
+                        processed += 1
                     bar.update(1)
                     if show:
-                        left = len(todo) - processed
-                        eta = (time.perf_counter() - t0) / processed * left
+                        left = eta.left_s(task, time.perf_counter() - t0)
                         line = (f"[{len(done) + processed}/{len(items)}] {task.rel}: {_describe(record)}"
-                                + (f"  (ETA {_duration(eta)})" if left else ""))
+                                + (f"  (ETA {_duration(left)})" if left is not None else ""))
                         (bar.write(line, file=sys.stderr) if tty else print(line, file=sys.stderr, flush=True))
         except KeyboardInterrupt:
             summary.interrupted = True

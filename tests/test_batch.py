@@ -237,11 +237,13 @@ def test_rerun_skips_done_and_redoes_changed(collection, pool_run, tmp_path, cap
     shutil.copytree(out, tmp_path / "out")
     lines = [{**r, "path": r["path"].replace(str(root), str(other))} for r in report_lines(out)]
     (tmp_path / "out" / "report.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    touched = other / "a" / "example.avi"
+    os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))  # same content
     os.unlink(other / "b" / "late300.avi")
     write_shifted(other / "a" / "synced_example.avi", other / "b" / "late300.avi", -160.0)
     third = batch_json(capsys, str(other), "-o", str(tmp_path / "out"), "--workers", "1")
     assert third["processed"] == 1 and third["skipped"] == 6
-    last = report_lines(tmp_path / "out")[-1]
+    last = report_lines(tmp_path / "out")[-1]  # the touched one was hashed again, found the same, skipped
     assert last["rel"] == "b/late300.avi" and last["audio_lag_ms"] == pytest.approx(160, abs=20)
 
     # --retry-errors redoes the bad videos (and they are bad again)
@@ -279,7 +281,8 @@ def test_killed_batch_resumes_without_redoing(collection, tmp_path, capsys):
     assert summary["counts"] == {"in_sync": 1, "shift": 4, "uncertain": 0, "error": 2}
 
 
-def test_ctrl_c_stops_cleanly_and_says_so(collection, tmp_path):
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_stops_cleanly_and_says_so(collection, tmp_path, how):
     root, expected = collection
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "pipeline", "batch", str(root), "-o", str(out), "--workers", "1",
@@ -289,14 +292,31 @@ def test_ctrl_c_stops_cleanly_and_says_so(collection, tmp_path):
     while not ((out / "report.jsonl").exists() and (out / "report.jsonl").read_text().count("\n") >= 1):
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the driver and its workers
+    if how == "ctrl-c":
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the driver and its workers
+    else:
+        proc.send_signal(signal.SIGTERM)  # a scheduler stopping the driver alone
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr[-2000:]
     assert "INTERRUPTED: run the same command again" in stdout and "Traceback" not in stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["interrupted"] and summary["pending"] > 0
     assert summary["processed"] + summary["pending"] == len(expected)
+    assert summary["processed"] == len(B.load_report(out / "report.jsonl"))  # the count matches the report
     assert not [p for p in out.rglob(".*") if "partial" in p.name]
+    worker = B.load_report(out / "report.jsonl")[0]["pid"]  # the one worker, busy with the next video
+    deadline = time.monotonic() + 10
+    while _alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(worker), "a worker was left behind"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
 
 
 def crash_or_hang(task: B.BatchTask, settings: B.BatchSettings) -> dict:
