@@ -73,7 +73,7 @@ def describe(label: str, media_s: float, wall: float, driver_rss: float, summary
     rss = sorted(per_worker.values())
     print(f"{label:<28} {wall:6.1f} s  {len(lines) / (wall / 60):5.1f} videos/min  "
           f"{media_s / wall:5.2f} s of media per s  worker peak RSS {rss[0]:.0f}-{rss[-1]:.0f} MB "
-          f"({len(rss)} workers)  driver {driver_rss:.0f} MB  busy {busy:.0f} s  "
+          f"({len(rss)} workers)  driver and waited children {driver_rss:.0f} MB  busy {busy:.0f} s  "
           f"counts {summary['counts']}")
 
 
