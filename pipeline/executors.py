@@ -30,6 +30,10 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 Worker = Callable[[BatchTask, BatchSettings], dict]
 #: How often a Ray batch looks at the cluster's resources again, to use nodes that joined.
 RESIZE_EVERY_S = 30.0
+#: Videos a worker process runs before a fresh one replaces it: the model stays loaded across videos, but
+#: heap fragmentation over thousands of videos does not accumulate (Ray's own default for GPU tasks, one
+#: video per process, would reload torch and the model for every video).
+WORKER_MAX_TASKS = 200
 
 
 def available_memory() -> int:
@@ -106,10 +110,12 @@ class _Slot:
         child.close()
         self.task: BatchTask | None = None
         self.started = 0.0
+        self.tasks_run = 0
 
     def give(self, task: BatchTask) -> None:
         self.conn.send(task)
         self.task, self.started = task, float("inf")  # until the worker says it has started
+        self.tasks_run += 1
 
     def receive(self) -> dict | None:
         """The finished task's line, or None (only a start notice, or nothing: the worker is gone)."""
@@ -147,8 +153,10 @@ class LocalPool:
 
     name = "local"
 
-    def __init__(self, workers: int, threads: int = 1, timeout_s: float | None = None, fn: Worker = process_task):
+    def __init__(self, workers: int, threads: int = 1, timeout_s: float | None = None, fn: Worker = process_task,
+                 max_tasks: int = WORKER_MAX_TASKS):
         self.workers, self.threads, self.timeout_s, self.fn = workers, threads, timeout_s, fn
+        self.max_tasks = max_tasks
 
     def run(self, tasks: list[BatchTask], settings: BatchSettings) -> Iterator[tuple[BatchTask, dict]]:
         ctx = mp.get_context("spawn")  # fork would copy the driver's threads and locks
@@ -156,8 +164,11 @@ class LocalPool:
         slots = [_Slot(ctx, self.fn, settings, self.threads) for _ in range(min(self.workers, len(tasks)))]
         try:
             while queue or any(s.task for s in slots):
-                for s in slots:
+                for i, s in enumerate(slots):
                     if s.task is None and queue:
+                        if s.tasks_run >= self.max_tasks:  # retire it, start afresh
+                            s.stop()
+                            slots[i] = s = _Slot(ctx, self.fn, settings, self.threads)
                         s.give(queue.pop())
                 busy = [s for s in slots if s.task]
                 deadlines = [s.started + self.timeout_s for s in busy if self.timeout_s and s.started < float("inf")]
@@ -281,7 +292,8 @@ class RayRunner:
                                            self.gpus_per_task)
             self.slots = ray_slots(self.resources, cluster, self.workers)
             log.info("Ray: %s per video, %d at once (cluster: %s)", self.resources, self.slots, cluster)
-            remote = ray.remote(self.fn).options(max_retries=1, retry_exceptions=False, **self.resources)
+            remote = ray.remote(max_calls=WORKER_MAX_TASKS)(self.fn).options(max_retries=1, retry_exceptions=False,
+                                                                            **self.resources)
             queue = list(reversed(tasks))
             running: dict = {}  # ref -> (task, submitted)
             looked = time.monotonic()

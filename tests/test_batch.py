@@ -343,6 +343,15 @@ def test_a_dying_or_hanging_worker_costs_only_its_video(example_avi, tmp_path):
     assert got["missing.mp4"]["error_kind"] == "input" and got["missing.mp4"]["error"] == "/x/missing.mp4: gone"
 
 
+def test_workers_are_retired_after_their_quota(tmp_path):
+    tasks = [B.BatchTask(f"/x/{i}.mp4", str(tmp_path / f"{i}.mp4"), f"{i}.mp4", missing=f"/x/{i}.mp4: gone")
+             for i in range(5)]
+    lines = [r for _, r in LocalPool(1, 1, max_tasks=2).run(tasks, B.BatchSettings(engine="cca"))]
+    assert [r["rel"] for r in lines] == [t.rel for t in tasks]
+    pids = [r["pid"] for r in lines]
+    assert pids[0] == pids[1] != pids[2] == pids[3] != pids[4]  # a fresh process every 2 videos
+
+
 def test_copy_in_sync_and_usage_errors(synced_avi, tmp_path, capsys):
     src = tmp_path / "in"
     src.mkdir()
