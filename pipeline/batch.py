@@ -725,3 +725,22 @@ def run_batch(args: argparse.Namespace) -> tuple[Summary, int]:
             tmp.write_text(json.dumps(summary.to_dict(), indent=2, ensure_ascii=False))
             os.replace(tmp, outdir / SUMMARY_NAME)
     return summary, code
+
+
+def batch_fix(inputs: Iterable[str | os.PathLike], outdir: str | os.PathLike, **options) -> Summary:
+    """The batch from Python, exactly as the command runs it (same defaults, same report and resume).
+
+    ``options`` are the command's long options with underscores: ``workers=2``, ``ray="auto"``,
+    ``engine="cca"``, ``copy_in_sync=True``, ``timeout_s=600``... Raises :class:`UserError` for bad usage, as
+    the command exits 2; a summary with ``interrupted`` set when Ctrl-C stopped it.
+    """
+    from .cli import build_parser
+
+    args = build_parser().parse_args(["batch", "-o", os.fspath(outdir), "--no-progress", "--",
+                                      *map(os.fspath, inputs)])
+    for name, value in options.items():
+        if name in ("command", "inputs", "output") or not hasattr(args, name):
+            raise TypeError(f"batch_fix() got an unknown option {name!r}")
+        setattr(args, name, value)
+    summary, _code = run_batch(args)
+    return summary

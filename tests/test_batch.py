@@ -352,6 +352,15 @@ def test_workers_are_retired_after_their_quota(tmp_path):
     assert pids[0] == pids[1] != pids[2] == pids[3] != pids[4]  # a fresh process every 2 videos
 
 
+def test_python_entry_point(example_avi, tmp_path):
+    summary = B.batch_fix([example_avi], tmp_path / "out", workers=1, engine="cca")
+    assert summary.counts["shift"] == 1 and summary.processed == 1
+    assert (tmp_path / "out" / "example.avi").is_file()
+    assert B.batch_fix([example_avi], tmp_path / "out", workers=1, engine="cca").skipped == 1
+    with pytest.raises(TypeError, match="unknown option 'wokers'"):
+        B.batch_fix([example_avi], tmp_path / "out", wokers=1)
+
+
 def test_copy_in_sync_and_usage_errors(synced_avi, tmp_path, capsys):
     src = tmp_path / "in"
     src.mkdir()
