@@ -662,7 +662,6 @@ def run_batch(args: argparse.Namespace) -> tuple[Summary, int]:
     for item in items:
         if os.path.abspath(outdir / item.rel) == os.path.abspath(item.path):
             raise UserError(f"{item.path} would be overwritten: -o must not be the inputs' own folder")
-    outdir.mkdir(parents=True, exist_ok=True)
 
     cpus = len(os.sched_getaffinity(0))
     if args.threads is not None and args.threads < 1:
@@ -678,6 +677,7 @@ def run_batch(args: argparse.Namespace) -> tuple[Summary, int]:
         threads = args.threads or max(1, cpus // workers)
         runner = LocalPool(workers, threads, args.timeout_s)
     settings = resolve_settings(args, threads)
+    outdir.mkdir(parents=True, exist_ok=True)
     show = not args.no_progress
     tty = sys.stderr.isatty() and show
 

@@ -382,6 +382,11 @@ def test_copy_in_sync_and_usage_errors(synced_avi, tmp_path, capsys):
     assert "not a folder" in refused(str(src), "-o", str(tmp_path / "file"))
     assert "at least one INPUT" in refused("-o", str(tmp_path / "o2"))
     assert "--workers" in refused(str(src), "-o", str(tmp_path / "o2"), "--workers", "0")
+    capsys.readouterr()
+    assert main(["batch", str(src), "-o", str(tmp_path / "o2"), "--engine", "syncnet", "--weights",
+                 str(tmp_path / "none.model")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "o2").exists()  # nothing created for a refused command
     with B.locked(tmp_path / "out"):
         assert "another batch is writing" in refused(str(src), "-o", str(tmp_path / "out"))
 
