@@ -143,6 +143,22 @@ class _Slot:
         self.conn.close()
 
 
+def _death(process: mp.process.BaseProcess) -> str:
+    """How a worker ended, in words: a signal by name (SIGKILL is what the kernel's OOM killer sends)."""
+    import signal
+
+    code = process.exitcode
+    if code is None:
+        return "it closed its pipe"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"killed by {name}" + (": out of memory?" if -code == signal.SIGKILL else "")
+    return f"exit code {code}"
+
+
 class LocalPool:
     """N spawned worker processes, one video at a time each, fed from the driver.
 
@@ -187,18 +203,15 @@ class LocalPool:
                         if s.process.is_alive():
                             continue  # a start notice
                         s.process.join(1)
-                        code = s.process.exitcode
-                        why = ("killed (signal 9: out of memory?)" if code == -9
-                               else f"exit code {code}" if code is not None else "closed its pipe")
-                        message = f"the worker process died while on this video ({why})"
+                        kind, message = "crash", f"the worker process died while on this video ({_death(s.process)})"
                     elif self.timeout_s and time.monotonic() - s.started >= self.timeout_s:
-                        message = f"gave up after {self.timeout_s:g} s (--timeout-s)"
+                        kind, message = "timeout", f"gave up after {self.timeout_s:g} s (--timeout-s)"
                     else:
                         continue
                     log.warning("%s: %s; starting a new worker", task.path, message)
                     s.stop(kill=True)
                     slots[i] = _Slot(ctx, self.fn, settings, self.threads)
-                    yield task, failed_record(task, message, "crash" if "died" in message else "timeout")
+                    yield task, failed_record(task, message, kind)
         finally:
             for s in slots:
                 s.stop(kill=s.task is not None)

@@ -338,7 +338,7 @@ def test_a_dying_or_hanging_worker_costs_only_its_video(example_avi, tmp_path):
     got = {t.rel: r for t, r in pool.run(tasks, B.BatchSettings(engine="cca"))}
     assert time.monotonic() - t0 < 120
     assert got["example.avi"]["decision"] == "shift" and Path(got["example.avi"]["output"]).is_file()
-    assert got["crash.mp4"]["error_kind"] == "crash" and "signal 9" in got["crash.mp4"]["error"]
+    assert got["crash.mp4"]["error_kind"] == "crash" and "killed by SIGKILL" in got["crash.mp4"]["error"]
     assert got["hang.mp4"]["error_kind"] == "timeout" and "--timeout-s" in got["hang.mp4"]["error"]
     assert got["missing.mp4"]["error_kind"] == "input" and got["missing.mp4"]["error"] == "/x/missing.mp4: gone"
 
