@@ -7,6 +7,8 @@ Public interface (names and JSON fields are contracts):
   ``reason``, ``engine``, ``fps``, ``duration_s``, ``tracks``, ``iterations``, ``elapsed_s``.
 * ``fix VIDEO [-o OUT] [--apply-ms MS] [--force] [--max-iterations N] --json``: the same plus ``output``,
   ``applied_shift_ms`` and ``verified_shift_ms``.
+* ``batch INPUT... -o OUTDIR [--workers N] [--ray [ADDRESS]] --json``: ``fix`` over collections, resumable
+  (see :mod:`pipeline.batch`).
 
 Exit codes: 0 done (in sync and uncertain included), 2 bad input (one line on stderr), 1 a bug.
 """
