@@ -205,27 +205,19 @@ def resolve_settings(args: argparse.Namespace, threads: int) -> BatchSettings:
     ``auto`` becomes ``cca`` when no weights are present (as it would in each worker), and the weights'
     path is made absolute so that Ray workers on other nodes read the same file.
     """
-    from syncnet.weights import default_weights_path, weights_available
+    from syncnet.weights import default_weights_path
 
-    if args.max_iterations < 1:
-        raise UserError("--max-iterations must be at least 1")
-    if not 0 < args.search_ms <= 2000:
-        raise UserError("--search-ms must be between 0 and 2000")
-    engine, weights, sha = args.engine, args.weights, None
-    if args.weights and not weights_available(args.weights) and engine != "cca":
-        raise UserError(f"weights file {args.weights} does not exist (or use --engine cca)")
-    if engine == "auto" and not weights_available(args.weights):
-        engine = "cca"
-    if engine in ("syncnet", "both") and not weights_available(args.weights):
-        raise UserError(f"the {engine} engine needs the SyncNet weights, which are not at "
-                        f"{default_weights_path()} (run `python -m syncnet download`, pass --weights, "
-                        "or use --engine cca)")
+    from .cli import sync_options
+    from .engines import resolve_engine
+
+    opts = sync_options(args)  # the same checks as fix
+    engine, weights, sha = resolve_engine(opts.engine, opts.weights), None, None
     if engine != "cca":
-        path = Path(args.weights).expanduser() if args.weights else default_weights_path()
+        path = Path(opts.weights).expanduser() if opts.weights else default_weights_path()
         weights, sha = str(path.resolve()), sha256_of(path)
-    return BatchSettings(engine=engine, weights=weights, device=args.device, max_iterations=args.max_iterations,
-                         tolerance_ms=args.tolerance_ms, min_confidence=args.min_confidence,
-                         search_ms=args.search_ms, force=args.force, max_duration_s=args.max_duration_s,
+    return BatchSettings(engine=engine, weights=weights, device=opts.device, max_iterations=opts.max_iterations,
+                         tolerance_ms=opts.tolerance_ms, min_confidence=opts.min_confidence,
+                         search_ms=opts.search_ms, force=args.force, max_duration_s=args.max_duration_s,
                          max_size_mb=args.max_size_mb, copy_in_sync=args.copy_in_sync, threads=threads,
                          weights_sha256=sha)
 

@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _options(args: argparse.Namespace) -> SyncOptions:
+def sync_options(args: argparse.Namespace) -> SyncOptions:
+    """The measuring options from the command line, checked (UserError for a value out of range)."""
     if args.max_iterations < 1:
         raise UserError("--max-iterations must be at least 1")
     if not 0 < args.search_ms <= 2000:
@@ -150,7 +151,7 @@ def checked_input(video: str | Path, max_duration_s: float | None = None,
 
 def run_detect(args: argparse.Namespace) -> dict:
     path, info = _checked(args)
-    result = measure(path, _options(args), sys.stderr.isatty(), info)
+    result = measure(path, sync_options(args), sys.stderr.isatty(), info)
     return result.to_report(curves=not args.no_curves)
 
 
@@ -160,7 +161,7 @@ def run_fix(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     path, info = _checked(args)
     out = Path(args.output) if args.output else default_output_path(path)
-    report = fix_video(path, info, out, None if args.apply_ms is not None else _options(args),
+    report = fix_video(path, info, out, None if args.apply_ms is not None else sync_options(args),
                        apply_ms=args.apply_ms, force=args.force, curves=not args.no_curves,
                        progress=sys.stderr.isatty())
     report["elapsed_s"] = round(time.perf_counter() - t0, 3)

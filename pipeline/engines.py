@@ -285,6 +285,29 @@ class EngineChoice:
     reason: str
 
 
+def resolve_engine(name: str, weights: str | None = None) -> str:
+    """``name`` made definite without loading anything: ``auto`` without weights is ``cca``.
+
+    Raises :class:`EngineUnavailable` when SyncNet is asked for and its weights are missing (a named
+    weights file that does not exist, or none at the default place), with what to do.
+    """
+    from syncnet.weights import default_weights_path, weights_available
+
+    if name not in ENGINES:
+        raise ValueError(f"unknown engine {name!r}: choose one of {', '.join(ENGINES)}")
+    have = weights_available(weights)
+    if weights and not have and name != "cca":
+        raise EngineUnavailable(f"weights file {weights} does not exist (omit --weights to use the default "
+                                f"{default_weights_path()}, or use --engine cca)")
+    if name == "cca" or (name == "auto" and not have):
+        return "cca"
+    if not have:
+        raise EngineUnavailable(f"the {name} engine needs the SyncNet weights, which are not at "
+                                f"{weights or default_weights_path()} (run `python -m syncnet download`, pass "
+                                "--weights PATH, or use --engine cca)")
+    return name
+
+
 def select_engines(name: str = "auto", weights: str | None = None, device: str | None = None,
                    min_confidence: float | None = None) -> EngineChoice:
     """``auto``: SyncNet when its weights are present (with ``cca`` cross-checking it), else ``cca``.
@@ -292,26 +315,17 @@ def select_engines(name: str = "auto", weights: str | None = None, device: str |
     ``both`` runs SyncNet and ``cca`` and reports their agreement (it needs the weights); ``syncnet`` and
     ``cca`` run alone. Raises :class:`EngineUnavailable` when SyncNet is asked for without weights.
     """
-    from syncnet.weights import default_weights_path, weights_available
+    from syncnet.weights import default_weights_path
 
     from .cca import CCAEngine
 
-    if name not in ENGINES:
-        raise ValueError(f"unknown engine {name!r}: choose one of {', '.join(ENGINES)}")
     where = weights or default_weights_path()
-    have = weights_available(weights)
-    if weights and not have and name != "cca":
-        raise EngineUnavailable(f"weights file {weights} does not exist (omit --weights to use the default "
-                                f"{default_weights_path()}, or use --engine cca)")
-    if name == "cca" or (name == "auto" and not have):
+    if resolve_engine(name, weights) == "cca":
         engine = CCAEngine()
         if min_confidence is not None:
             engine.min_confidence = min_confidence
         why = "requested" if name == "cca" else f"auto: no SyncNet weights at {where}, so the weight-free cca engine"
         return EngineChoice(engine, None, why)
-    if not have:
-        raise EngineUnavailable(f"the {name} engine needs the SyncNet weights, which are not at {where} "
-                                "(run `python -m syncnet download`, pass --weights PATH, or use --engine cca)")
     engine = SyncNetEngine(syncnet_embedder(weights, device))
     if min_confidence is not None:
         engine.min_confidence = min_confidence

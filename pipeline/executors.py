@@ -70,19 +70,9 @@ def _thread_env(threads: int) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def limit_threads(threads: int) -> None:
-    """Inside a worker: torch's pools too (the face detector takes one thread already)."""
-    import sys
-
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(threads)
-    os.environ.update({k: str(threads) for k in THREAD_VARS})
-
-
 def _worker_main(conn: Connection, fn: Worker, settings: BatchSettings, log_level: int) -> None:
     """A pool worker: take a task, send back its line, until told to stop or the driver is gone."""
     logging.basicConfig(level=log_level, format="%(levelname)s %(name)s[%(process)d]: %(message)s")
-    limit_threads(settings.threads)
     while True:
         try:
             task = conn.recv()
