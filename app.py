@@ -36,6 +36,7 @@ from pipeline.sync import (  # noqa: E402
     DEFAULT_MAX_ITERATIONS,
     DEFAULT_SEARCH_MS,
     DEFAULT_TOLERANCE_MS,
+    MAX_USER_SEARCH_MS,
     IterationEvent,
     SyncOptions,
     SyncResult,
@@ -104,10 +105,11 @@ def _measure(path: str, engine: str, opts: SyncOptions, progress=None) -> Iterat
 
 def _table(events: list[IterationEvent]) -> list[list]:
     return [[e.iteration, round(e.audio_lag_ms, 1), round(e.residual_ms, 1), round(e.confidence, 3),
-             e.estimate.engine] for e in events]
+             e.estimate.engine, None if e.estimate.p_correct is None else round(e.estimate.p_correct, 3)]
+            for e in events]
 
 
-TABLE_HEADERS = ["iteration", "audio lag (ms)", "residual (ms)", "confidence", "engine"]
+TABLE_HEADERS = ["iteration", "audio lag (ms)", "residual (ms)", "confidence", "engine", "p_correct"]
 
 
 def _explain(result: SyncResult | None, lag: float | None, applied: bool, verified: float | None) -> str:
@@ -122,7 +124,8 @@ def _explain(result: SyncResult | None, lag: float | None, applied: bool, verifi
                 "apply one anyway.")
     else:
         side = "after" if lag > 0 else "before"
-        head = (f"The sound came {abs(lag):.1f} ms {side} the lips (confidence {result.confidence:.2f}, "
+        chance = "" if result.p_correct is None else f", {100 * result.p_correct:.0f} % likely within 40 ms"
+        head = (f"The sound came {abs(lag):.1f} ms {side} the lips (confidence {result.confidence:.2f}{chance}, "
                 f"{result.engine}); the audio was moved {'earlier' if lag > 0 else 'later'} by that much.")
     if applied and verified is not None:
         head += f" Checked in the written file: {verified:+.1f} ms."
@@ -199,7 +202,7 @@ def sync(video: str | None, engine: str = "auto", search_ms: float = DEFAULT_SEA
         opts = SyncOptions(engine=engine or "auto", max_iterations=int(max_iterations or DEFAULT_MAX_ITERATIONS),
                            tolerance_ms=float(tolerance_ms or DEFAULT_TOLERANCE_MS),
                            min_confidence=float(min_confidence) if min_confidence else None,
-                           search_ms=min(2000.0, max(40.0, float(search_ms or DEFAULT_SEARCH_MS))))
+                           search_ms=min(MAX_USER_SEARCH_MS, max(40.0, float(search_ms or DEFAULT_SEARCH_MS))))
     except (TypeError, ValueError) as exc:
         raise gr.Error(f"An option is not a number: {exc}") from exc
     cleanup_stale(SETTINGS.temp_dir, SETTINGS.retention_s)
@@ -242,7 +245,8 @@ def build_demo(settings: Settings = SETTINGS) -> gr.Blocks:
                 with gr.Accordion("Options", open=False):
                     engine = gr.Dropdown(list(ENGINES), value="auto", label="Engine",
                                          info="auto: SyncNet when its weights are present, else the weight-free cca")
-                    search = gr.Number(DEFAULT_SEARCH_MS, label="Search range (± ms)", minimum=40, maximum=2000)
+                    search = gr.Number(DEFAULT_SEARCH_MS, label="Search range (± ms)", minimum=40,
+                                       maximum=MAX_USER_SEARCH_MS)
                     iters = gr.Number(DEFAULT_MAX_ITERATIONS, label="Maximum iterations", precision=0, minimum=1,
                                       maximum=10)
                     conf = gr.Number(None, label="Confidence threshold (0 or empty: the engine's own)")

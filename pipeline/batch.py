@@ -245,7 +245,7 @@ class BatchTask:
 def base_record(task: BatchTask) -> dict:
     """Every line has every field, so the report reads as a table; a failure keeps the defaults."""
     return {"path": task.path, "rel": task.rel, "decision": "error", "audio_lag_ms": None, "confidence": None,
-            "engine": None, "output": None, "error": None, "error_kind": None, "reason": None,
+            "p_correct": None, "engine": None, "output": None, "error": None, "error_kind": None, "reason": None,
             "applied_shift_ms": None, "verified_shift_ms": None, "duration_s": None, "fps": None,
             "key": task.key, "sha256": task.sha256, "size": task.size, "mtime_ns": task.mtime_ns}
 
@@ -293,8 +293,8 @@ def process_task(task: BatchTask, settings: BatchSettings) -> dict:
         if report["output"] is None and settings.copy_in_sync and report["decision"] == "in_sync":
             _copy_into(path, out)
             report["output"] = str(out)
-        record.update({k: report.get(k) for k in ("decision", "audio_lag_ms", "confidence", "engine", "output",
-                                                  "reason", "applied_shift_ms", "verified_shift_ms",
+        record.update({k: report.get(k) for k in ("decision", "audio_lag_ms", "confidence", "p_correct", "engine",
+                                                  "output", "reason", "applied_shift_ms", "verified_shift_ms",
                                                   "duration_s", "fps")})
         record["timings"] = timings
         if report.get("warnings"):

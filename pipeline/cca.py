@@ -1,22 +1,32 @@
 """The weight-free engine (``cca``): canonical correlation of mouth motion and speech, at every lag.
 
-No trained sync weights: the mouth crops of a face track become ~12 PCA components, whose frame-to-frame
-velocity is matched against the velocity of 13 MFCCs, by the first canonical correlation, at every lag
-on a 5 ms grid (audio sampled between frames by window averages, so the lag is not tied to the frame
-grid). Confidence is how far the peak stands above the rest of the curve (z). For borderline peaks an
-independent estimate, the mean of 20 normalised cross-correlations between simple mouth-motion and
-speech-energy signals, must agree; otherwise the answer is "uncertain". The recipe and its measured
-accuracy are in ``../shared/docs/weight-free-estimator.md`` ("Best variant").
+No trained sync weights. From the mouth crops of a face track: the velocity of 12 PCA components and of
+a vertical intensity profile (mouth darkness and 8 row bands, which follow the lips opening); from the
+audio: the velocity of 13 MFCCs and of log energy in 5 bands. Their first canonical correlation is
+computed at every lag on a 5 ms grid over +/-3 s or more, exactly and cheaply: the sums behind the
+per-lag covariances come from prefix sums and one FFT cross-correlation (:func:`lag_curve`), so a wide
+search costs little more than a narrow one. Lags where face and sound overlap less are damped by
+sqrt(overlap), because a canonical correlation over fewer samples is higher by chance.
+
+``confidence`` is the engine's own score: how far the peak stands above the rest of the curve (z).
+``p_correct`` is the chance that the estimate is within 40 ms, read off a logistic calibration of z and the
+clip's length that was fitted on the development set with whole source projects held out
+(``cca_calibration.json``, reproduced by ``benchmarks/fit_calibration.py``); the decision is made from it,
+at a threshold chosen so that video paired with another clip's audio is called confident at most 1 % of
+the time. Measured figures: README, "Engines".
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from syncnet.audio import mel_filterbank, mfcc
+from syncnet.audio import mfcc
 from syncnet.constants import SAMPLE_RATE
 
 from .analysis import Analysis, FaceTrack
@@ -27,21 +37,25 @@ log = logging.getLogger(__name__)
 
 N_COMPONENTS = 12
 MOUTH_VEC = (32, 20)  #: mouth crops are area-resized to this before PCA
+PROFILE_BANDS = 8  #: row bands of the mouth's vertical intensity profile
 HOP = 80  #: 5 ms audio frames
 WIN = 400  #: 25 ms Hann window
+STEPS_PER_FRAME = SAMPLE_RATE // GRID_FPS // HOP  #: 8 audio frames per grid frame
+ENERGY_BANDS_HZ = (80, 300, 800, 1500, 3000, 8000)
 LAG_STEP_MS = 5.0
-MIN_SEARCH_MS = 1000.0
-RIDGE = 0.1
+#: The weight-free engine always searches at least +/-3 s (real offsets of 1-3 s are common).
+MIN_SEARCH_MS = 3000.0
+#: Ridge on both covariances, as a share of their mean variance: strong shrinkage, which keeps chance
+#: correlations of 21 x 19 features over a few seconds down (chosen on the dev set: 0.1, 0.3, 1, 3 tried).
+RIDGE = 1.0
 MIN_OVERLAP = 0.4
 PEAK_EXCLUSION_MS = 120.0
-#: Decision: confident at z >= 7, or at z >= 5 when the fused NCC peak is within 40 ms of the CCA peak.
-Z_CONFIDENT = 7.0
-Z_BORDERLINE = 5.0
-AGREE_MS = 40.0
-#: About 5 s of visible talking face are needed (shorter clips give unreliable peaks).
-MIN_SPEECH_FRAMES = 5 * GRID_FPS
+#: An estimate counts as correct within this (the calibration's target).
+CORRECT_MS = 40.0
+#: Shortest face track the engine reads (2 s); below the calibrated precision it abstains anyway.
+MIN_SPEECH_FRAMES = 2 * GRID_FPS
 CLIP_Z = 4.0
-CLIP_NCC = 3.0
+CALIBRATION_FILE = Path(__file__).with_name("cca_calibration.json")
 
 
 # ------------------------------------------------------------------------------------------- signal helpers
@@ -67,36 +81,6 @@ def robust_z(x: np.ndarray, clip: float) -> np.ndarray:
 def highpass(x: np.ndarray, rate: float, clip: float) -> np.ndarray:
     """Subtract a 1 s moving average, then robust-z and clip."""
     return robust_z(x - moving_average(x, int(round(rate))), clip)
-
-
-class WindowSampler:
-    """Audio features sampled at any time t as the mean over [t - 20 ms, t + 20 ms] (one video frame).
-
-    Cumulative sums make each sample O(1) and allow sub-frame times; ``valid`` says where the whole
-    window lies inside the audio.
-    """
-
-    def __init__(self, feats: np.ndarray, hop: int = HOP, win: int = WIN, rate: int = SAMPLE_RATE,
-                 fps: float = GRID_FPS):
-        self.f = feats
-        self.cum = np.concatenate([np.zeros((1, feats.shape[1])), np.cumsum(feats, axis=0)])
-        self.frame_s = hop / rate
-        self.offset_s = win / 2 / rate  #: feature j describes the audio around j * hop + win / 2
-        self.half = 0.5 / fps
-
-    def __call__(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        lo = (t - self.half - self.offset_s) / self.frame_s + 0.5
-        hi = (t + self.half - self.offset_s) / self.frame_s + 0.5
-        n = len(self.f)
-        valid = (lo >= 0) & (hi <= n)
-        lo_c, hi_c = np.clip(lo, 0, n), np.clip(hi, 0, n)
-        out = (self._cum_at(hi_c) - self._cum_at(lo_c)) / np.maximum(hi_c - lo_c, 1e-9)[..., None]
-        return out, valid
-
-    def _cum_at(self, x: np.ndarray) -> np.ndarray:
-        i = np.clip(np.floor(x).astype(int), 0, len(self.cum) - 2)
-        frac = (x - i)[..., None]
-        return self.cum[i] * (1 - frac) + self.cum[i + 1] * frac
 
 
 # ------------------------------------------------------------------------------------------- features
@@ -127,34 +111,176 @@ def mouth_pca_velocity(crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.diff(p, axis=0), p
 
 
+def mouth_profile_velocity(crops: np.ndarray) -> np.ndarray:
+    """Velocity of the mouth's vertical profile: dark-interior share and 8 row bands of the centre. (n-1, 9).
+
+    The centre of the crop (middle half of the width, middle two thirds of the height) is normalised per
+    frame, so lighting changes cancel; its share of dark pixels grows as the lips part, and the row bands
+    move with the lips, while side-to-side jitter of the crop barely touches either.
+    """
+    import cv2
+
+    h, w = crops.shape[1:]
+    profile = np.empty((len(crops), PROFILE_BANDS + 1))
+    for start in range(0, len(crops), 4096):
+        c = crops[start : start + 4096, h // 6 : 5 * h // 6, w // 4 : 3 * w // 4].astype(np.float32)
+        c = (c - c.mean(axis=(1, 2), keepdims=True)) / (c.std(axis=(1, 2), keepdims=True) + 1e-6)
+        rows = np.ascontiguousarray(c.mean(axis=2))
+        profile[start : start + len(c), 0] = (c < -1.0).mean(axis=(1, 2))
+        profile[start : start + len(c), 1:] = cv2.resize(rows, (PROFILE_BANDS, len(rows)), interpolation=cv2.INTER_AREA)
+    return np.diff(profile, axis=0)
+
+
+def visual_features(crops: np.ndarray) -> np.ndarray:
+    """The engine's mouth-motion features at frame midpoints: PCA and profile velocity, high-passed. (n-1, 21)."""
+    vel, _ = mouth_pca_velocity(crops)
+    return np.concatenate([highpass(vel, GRID_FPS, CLIP_Z), highpass(mouth_profile_velocity(crops), GRID_FPS, CLIP_Z)],
+                          axis=1)
+
+
 def audio_velocity_features(audio: np.ndarray) -> np.ndarray:
     """dMFCC at 5 ms: 13 MFCCs (25 ms Hann), gradient in time, 1 s high-pass, robust z, clipped."""
     m = mfcc(audio, hop_length=HOP, window=np.hanning(WIN)).T.astype(np.float64)
     return highpass(np.gradient(m, axis=0), SAMPLE_RATE / HOP, CLIP_Z)
 
 
+def band_energy(audio: np.ndarray, n: int) -> np.ndarray:
+    """Log energy of the whole spectrum and of 5 bands (80-8000 Hz) in 25 ms Hann windows every 5 ms. (n, 6)."""
+    x = np.concatenate([np.asarray(audio, np.float64), np.zeros(WIN + 2 * HOP)])
+    frames = np.lib.stride_tricks.sliding_window_view(x, WIN)[::HOP][:n]
+    freqs = np.fft.rfftfreq(512, 1 / SAMPLE_RATE)
+    masks = np.stack([(freqs >= lo) & (freqs < hi) for lo, hi in zip(ENERGY_BANDS_HZ[:-1], ENERGY_BANDS_HZ[1:])], 1)
+    out = np.empty((len(frames), masks.shape[1] + 1))
+    window = np.hanning(WIN)
+    for start in range(0, len(frames), 8192):  # in blocks: long clips would need gigabytes of spectra at once
+        spec = np.abs(np.fft.rfft(frames[start : start + 8192] * window, 512)) ** 2
+        out[start : start + len(spec), 0] = np.log(spec.sum(axis=1) + 1e3)
+        out[start : start + len(spec), 1:] = np.log(spec @ masks + 1e3)
+    return out
+
+
+def audio_features(audio: np.ndarray) -> np.ndarray:
+    """The engine's speech features at 5 ms: dMFCC (13) and band-energy velocity (6), high-passed. (m, 19)."""
+    dm = audio_velocity_features(audio)
+    de = highpass(np.gradient(band_energy(audio, len(dm)), axis=0), SAMPLE_RATE / HOP, CLIP_Z)
+    return np.concatenate([dm, de], axis=1)
+
+
+def frame_window_means(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each 5 ms feature row averaged over the 8 rows (40 ms, one video frame) around it, and where that is whole.
+
+    Row j of ``feats`` describes the audio centred at j * 5 + 12.5 ms, so row j of the result is centred at
+    j * 5 + 10 ms.
+    """
+    m, w = len(feats), STEPS_PER_FRAME
+    c = np.concatenate([np.zeros((1, feats.shape[1])), np.cumsum(feats, axis=0)])
+    j = np.arange(m)
+    lo, hi = j - w // 2, j + w - w // 2
+    valid = (lo >= 0) & (hi <= m)
+    out = np.zeros_like(feats)
+    out[valid] = (c[hi[valid]] - c[lo[valid]]) / w
+    return out, valid
+
+
+def _prefix(x: np.ndarray) -> np.ndarray:
+    return np.concatenate([np.zeros((1,) + x.shape[1:]), np.cumsum(x, axis=0)])
+
+
+def lag_curve(x: np.ndarray, start: int, feats: np.ndarray, lag_steps: np.ndarray,
+              min_overlap: float = MIN_OVERLAP) -> tuple[np.ndarray, np.ndarray]:
+    """The first canonical correlation of ``x`` with the audio at every lag, exactly, in O(n log n).
+
+    ``x`` (n, p) are visual features at the midpoints of grid frames ``start + i`` and ``start + i + 1``
+    (time (start + i + 0.5) * 40 ms); ``feats`` (m, q) are 5 ms audio features; a lag of k steps pairs
+    ``x[i]`` with the audio averaged over the 40 ms around that time + 5k ms. Only the frames whose whole
+    audio window exists count, so the overlap shrinks towards large lags; below ``min_overlap`` of the
+    frames the curve is NaN. Returns (curve, frames used per lag).
+
+    The covariances behind each lag's canonical correlation are sums over a contiguous run of frames:
+    prefix sums give the visual and audio terms for every lag at once (the audio in 8 phases, one per
+    5 ms step within a frame), and one FFT cross-correlation gives the cross terms. A +/-10 s search on a
+    minute of video costs well under a second.
+    """
+    n, p = x.shape
+    b, valid = frame_window_means(feats)
+    m, q = b.shape
+    lags = np.asarray(lag_steps, dtype=np.int64)
+    if n == 0 or not valid.any():
+        return np.full(len(lags), np.nan), np.zeros(len(lags), int)
+    jv = np.flatnonzero(valid)
+    k0 = STEPS_PER_FRAME * start + 2  # audio row centred on x[0] at lag 0: (start + 0.5) * 40 ms = row * 5 + 10 ms
+    ilo = np.clip(np.ceil((jv[0] - k0 - lags) / STEPS_PER_FRAME).astype(int), 0, n)
+    ihi = np.clip(np.floor((jv[-1] - k0 - lags) / STEPS_PER_FRAME).astype(int) + 1, 0, n)
+    cnt = np.maximum(ihi - ilo, 0)
+    ihi = np.maximum(ihi, ilo)
+
+    px, pxx = _prefix(x), _prefix((x[:, :, None] * x[:, None, :]).reshape(n, -1))
+    sx, sxx = px[ihi] - px[ilo], (pxx[ihi] - pxx[ilo]).reshape(-1, p, p)
+    b = np.where(valid[:, None], b, 0.0)
+    bb = (b[:, :, None] * b[:, None, :]).reshape(m, -1)
+    sy, syy = np.zeros((len(lags), q)), np.zeros((len(lags), q * q))
+    first = k0 + lags
+    phase, base = first % STEPS_PER_FRAME, first // STEPS_PER_FRAME
+    for ph in range(STEPS_PER_FRAME):
+        sel = phase == ph
+        if not sel.any():
+            continue
+        p1, p2 = _prefix(b[ph::STEPS_PER_FRAME]), _prefix(bb[ph::STEPS_PER_FRAME])
+        size = len(p1) - 1
+        lo = np.clip(ilo[sel] + base[sel], 0, size)
+        hi = np.maximum(np.clip(ihi[sel] + base[sel], 0, size), lo)
+        sy[sel], syy[sel] = p1[hi] - p1[lo], p2[hi] - p2[lo]
+    syy = syy.reshape(-1, q, q)
+
+    reach = int(np.abs(lags).max()) + STEPS_PER_FRAME
+    nfft = 1 << int(math.ceil(math.log2(2 * (max(k0 + STEPS_PER_FRAME * n, m) + reach))))
+    xu = np.zeros((nfft, p))
+    xu[k0 + STEPS_PER_FRAME * np.arange(n)] = x
+    fb = np.fft.rfft(np.concatenate([b, np.zeros((nfft - m, q))]), axis=0)
+    fx = np.fft.rfft(xu, axis=0)
+    sxy = np.empty((len(lags), p, q))
+    at = lags % nfft
+    for a in range(p):  # column by column: bounded memory on long clips
+        sxy[:, a, :] = np.fft.irfft(np.conj(fx[:, a])[:, None] * fb, nfft, axis=0)[at]
+
+    curve = np.full(len(lags), np.nan)
+    ok = cnt >= max(3, min_overlap * n)
+    if ok.any():
+        c = cnt[ok].astype(np.float64)[:, None, None]
+        mx, my = sx[ok][:, :, None] / c, sy[ok][:, :, None] / c
+        cxx = sxx[ok] / c - mx @ np.swapaxes(mx, 1, 2)
+        cyy = syy[ok] / c - my @ np.swapaxes(my, 1, 2)
+        cxy = sxy[ok] / c - mx @ np.swapaxes(my, 1, 2)
+        curve[ok] = _top_canonical(cxx, cyy, cxy)
+    return curve, cnt
+
+
+def _top_canonical(cxx: np.ndarray, cyy: np.ndarray, cxy: np.ndarray) -> np.ndarray:
+    """Top singular value of Lx^-1 Cxy Ly^-T, with a ridge of RIDGE x mean variance on both sides."""
+    p, q = cxx.shape[1], cyy.shape[1]
+    rx = RIDGE * np.trace(cxx, axis1=1, axis2=2) / p + 1e-12
+    ry = RIDGE * np.trace(cyy, axis1=1, axis2=2) / q + 1e-12
+    lx = np.linalg.cholesky(cxx + rx[:, None, None] * np.eye(p))
+    ly = np.linalg.cholesky(cyy + ry[:, None, None] * np.eye(q))
+    a = np.linalg.solve(lx, cxy)
+    return np.linalg.svd(np.linalg.solve(ly, np.swapaxes(a, 1, 2)), compute_uv=False)[:, 0]
+
+
 def first_canonical_correlations(x: np.ndarray, ys: np.ndarray, masks: np.ndarray) -> np.ndarray:
     """Top canonical correlation of ``x`` (n, p) with each ``ys[k]`` (n, q) over the rows in ``masks[k]``.
 
-    Ridge of 0.1 x mean variance on both covariance matrices, Cholesky whitening, top singular value.
+    The direct computation (the reference for :func:`lag_curve`, and a building block for tests).
     """
     w = masks.astype(np.float64)[..., None]  # (k, n, 1)
     cnt = w.sum(axis=1)  # (k, 1)
-    xw = x[None] * w
-    mx = xw.sum(axis=1) / cnt
+    mx = (x[None] * w).sum(axis=1) / cnt
     my = (ys * w).sum(axis=1) / cnt
     xc = (x[None] - mx[:, None]) * w
     yc = (ys - my[:, None]) * w
     cxx = np.einsum("kni,knj->kij", xc, xc) / cnt[..., None]
     cyy = np.einsum("kni,knj->kij", yc, yc) / cnt[..., None]
     cxy = np.einsum("kni,knj->kij", xc, yc) / cnt[..., None]
-    rx = RIDGE * np.trace(cxx, axis1=1, axis2=2) / cxx.shape[1]
-    ry = RIDGE * np.trace(cyy, axis1=1, axis2=2) / cyy.shape[1]
-    lx = np.linalg.cholesky(cxx + rx[:, None, None] * np.eye(cxx.shape[1]))
-    ly = np.linalg.cholesky(cyy + ry[:, None, None] * np.eye(cyy.shape[1]))
-    a = np.linalg.solve(lx, cxy)  # Lx^-1 Cxy
-    m = np.linalg.solve(ly, np.swapaxes(a, 1, 2))  # Ly^-1 (Lx^-1 Cxy)^T
-    return np.linalg.svd(m, compute_uv=False)[:, 0]
+    return _top_canonical(cxx, cyy, cxy)
 
 
 def peak_z(curve: np.ndarray, lags: np.ndarray, best: int) -> float:
@@ -176,67 +302,29 @@ def parabolic_peak(curve: np.ndarray, best: int, step: float) -> float:
     return 0.0
 
 
-# ------------------------------------------------------------------------------------------- cross-check
+# ------------------------------------------------------------------------------------------- calibration
 
-def _visual_signals(crops: np.ndarray, pca_vel: np.ndarray) -> np.ndarray:
-    """Five mouth-motion signals at frame midpoints: frame difference, flow magnitude, vertical opening
-    velocity, mouth darkness ("open") and PCA-velocity norm. Shape (n - 1, 5)."""
-    import cv2
+@dataclass(frozen=True)
+class Calibration:
+    """p_correct = logistic(intercept + z_weight * z + length_weight * log(seconds of face)); confident at threshold."""
 
-    f = crops.astype(np.float32)
-    diff = np.abs(np.diff(f, axis=0)).mean(axis=(1, 2))
-    mag, opening = np.zeros(len(crops) - 1), np.zeros(len(crops) - 1)
-    h = crops.shape[1]
-    for i in range(len(crops) - 1):
-        flow = cv2.calcOpticalFlowFarneback(crops[i], crops[i + 1], None, 0.5, 2, 9, 2, 5, 1.1, 0)
-        mag[i] = np.sqrt((flow**2).sum(axis=2)).mean()
-        opening[i] = abs(flow[h // 2 :, :, 1].mean() - flow[: h // 2, :, 1].mean())
-    centre = f[:, h // 4 : 3 * h // 4, crops.shape[2] // 4 : 3 * crops.shape[2] // 4]
-    level = centre.mean(axis=(1, 2), keepdims=True) - centre.std(axis=(1, 2), keepdims=True)
-    dark = (centre < level).mean(axis=(1, 2))
-    dark_mid = (dark[1:] + dark[:-1]) / 2
-    return np.stack([diff, mag, opening, dark_mid, np.linalg.norm(pca_vel, axis=1)], axis=1)
+    intercept: float
+    z_weight: float
+    length_weight: float
+    threshold: float
+    source: str = ""
+
+    def p_correct(self, z: float, frames: int) -> float:
+        seconds = max(frames, 1) / GRID_FPS
+        t = self.intercept + self.z_weight * z + self.length_weight * math.log(seconds)
+        return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, t))))
 
 
-def _audio_signals(audio: np.ndarray) -> np.ndarray:
-    """Four speech signals at 5 ms: log RMS, log 300-3000 Hz band energy, log-mel flux, |dMFCC|. (n, 4)."""
-    x = np.asarray(audio, np.float64)
-    n = 1 + max(0, (len(x) - WIN) // HOP)
-    all_frames = np.lib.stride_tricks.sliding_window_view(np.concatenate([x, np.zeros(WIN)]), WIN)[::HOP][:n]
-    freqs = np.fft.rfftfreq(512, 1 / SAMPLE_RATE)
-    in_band = (freqs >= 300) & (freqs <= 3000)
-    band, rms, logmel = np.empty(n), np.empty(n), np.empty((n, mel_filterbank().shape[0]))
-    for start in range(0, n, 8192):  # in blocks: long clips would need gigabytes of spectra at once
-        frames = all_frames[start : start + 8192]
-        spec = np.abs(np.fft.rfft(frames * np.hanning(WIN), 512)) ** 2
-        band[start : start + len(frames)] = spec[:, in_band].sum(axis=1)
-        rms[start : start + len(frames)] = np.sqrt((frames**2).mean(axis=1))
-        logmel[start : start + len(frames)] = np.log(spec @ mel_filterbank().T + 1e-6)
-    flux = np.concatenate([[0.0], np.clip(np.diff(logmel, axis=0), 0, None).sum(axis=1)])
-    dm = np.linalg.norm(np.gradient(mfcc(audio, hop_length=HOP, window=np.hanning(WIN)).T, axis=0), axis=1)
-    m = min(len(rms), len(dm))
-    return np.stack([np.log(rms[:m] + 1), np.log(band[:m] + 1), flux[:m], dm[:m]], axis=1)
-
-
-def fused_ncc_peak(crops: np.ndarray, pca_vel: np.ndarray, times: np.ndarray, audio: np.ndarray,
-                   lags_ms: np.ndarray) -> tuple[float, np.ndarray]:
-    """The independent cross-check: mean of the 20 Pearson curves visual x audio; (peak lag ms, curve)."""
-    vis = highpass(_visual_signals(crops, pca_vel), GRID_FPS, CLIP_NCC)
-    aud = highpass(_audio_signals(audio), SAMPLE_RATE / HOP, CLIP_NCC)
-    sampler = WindowSampler(aud)
-    curve = np.zeros(len(lags_ms))
-    for k, lag in enumerate(lags_ms):
-        a, valid = sampler(times + lag / 1000.0)
-        if valid.sum() < MIN_OVERLAP * len(times):
-            curve[k] = np.nan
-            continue
-        v, a = vis[valid], a[valid]
-        v = (v - v.mean(0)) / (v.std(0) + 1e-9)
-        a = (a - a.mean(0)) / (a.std(0) + 1e-9)
-        curve[k] = (v.T @ a / len(v)).mean()  # all 5 x 4 pairs
-    curve = np.nan_to_num(curve, nan=np.nanmin(curve) if np.isfinite(curve).any() else 0.0)
-    best = int(np.argmax(curve))
-    return float(lags_ms[best]), curve
+def load_calibration(path: Path = CALIBRATION_FILE) -> Calibration:
+    """The fitted calibration shipped beside this module (see ``benchmarks/fit_calibration.py``)."""
+    d = json.loads(Path(path).read_text())
+    return Calibration(float(d["intercept"]), float(d["z_weight"]), float(d["length_weight"]),
+                       float(d["threshold"]), str(d.get("source", "")))
 
 
 # ------------------------------------------------------------------------------------------- the engine
@@ -245,9 +333,7 @@ def fused_ncc_peak(crops: np.ndarray, pca_vel: np.ndarray, times: np.ndarray, au
 class CCAPrepared:
     track: FaceTrack
     audio: np.ndarray
-    velocity: np.ndarray  #: (n-1, 12) processed PCA velocity
-    raw_velocity: np.ndarray
-    times: np.ndarray  #: (n-1,) seconds of each velocity sample
+    features: np.ndarray  #: (n-1, 21) mouth-motion features at frame midpoints
     cache: dict = field(default_factory=dict)
 
 
@@ -258,67 +344,41 @@ class CCAEngine:
     min_frames = MIN_SPEECH_FRAMES
     needs_face_crops = False  #: reads the mouth crops only
 
-    def __init__(self, min_confidence: float = Z_CONFIDENT):
+    def __init__(self, min_confidence: float | None = None, calibration: Calibration | None = None):
+        self.calibration = calibration or load_calibration()
+        #: None: decide by p_correct; a number (``--min-confidence``): decide by z >= that number instead
         self.min_confidence = min_confidence
 
     def prepare(self, analysis: Analysis, track: FaceTrack) -> CCAPrepared:
-        vel, _ = mouth_pca_velocity(track.mouth_crops)
-        times = (track.start + np.arange(1, track.n_frames) - 0.5) / GRID_FPS
-        return CCAPrepared(track=track, audio=analysis.audio, velocity=highpass(vel, GRID_FPS, CLIP_Z),
-                           raw_velocity=vel, times=times)
+        return CCAPrepared(track=track, audio=analysis.audio, features=visual_features(track.mouth_crops))
 
     def extend(self, prepared: CCAPrepared, estimate: Estimate | None = None) -> bool:
         return False
 
     def measure(self, prep: CCAPrepared, shift_ms: float, search_ms: float) -> Estimate:
         search = max(MIN_SEARCH_MS, float(search_ms))
-        lags = np.arange(-search, search + LAG_STEP_MS / 2, LAG_STEP_MS)
-        shifted = shift_audio(prep.audio, shift_ms)
-        sampler = WindowSampler(audio_velocity_features(shifted))
-        curve = np.full(len(lags), np.nan)
-        chunk = max(1, int(2_000_000 // max(1, len(prep.times) * 13)))  # bound memory on long clips
-        for i in range(0, len(lags), chunk):
-            ls = lags[i : i + chunk]
-            ys, valid = sampler(prep.times[None, :] + ls[:, None] / 1000.0)
-            ok = valid.sum(axis=1) >= MIN_OVERLAP * len(prep.times)
-            if ok.any():
-                curve[i : i + chunk][ok] = first_canonical_correlations(prep.velocity, ys[ok], valid[ok])
-        if not np.isfinite(curve).any():
+        steps = np.arange(-int(round(search / LAG_STEP_MS)), int(round(search / LAG_STEP_MS)) + 1)
+        lags = steps * LAG_STEP_MS
+        key = round(float(shift_ms), 6)
+        feats = prep.cache.get(key)
+        if feats is None:
+            feats = prep.cache[key] = audio_features(shift_audio(prep.audio, shift_ms))
+            while len(prep.cache) > 4:
+                prep.cache.pop(next(iter(prep.cache)))
+        raw, cnt = lag_curve(prep.features, prep.track.start, feats, steps)
+        n = len(prep.features)
+        if not np.isfinite(raw).any():
             return Estimate(self.name, 0.0, 0.0, False, False, search, lags, np.zeros(len(lags)),
-                            "canonical correlation", False, 0, extra={"reason": "too little overlap of face and sound"})
-        curve = np.nan_to_num(curve, nan=float(np.nanmin(curve)))
+                            "canonical correlation", False, 0,
+                            extra={"reason": "too little overlap of face and sound"}, p_correct=0.0)
+        curve = np.nan_to_num(raw * np.sqrt(cnt / max(n, 1)), nan=float(np.nanmin(raw * np.sqrt(cnt / max(n, 1)))))
         best = int(np.argmax(curve))
         lag = float(lags[best]) + parabolic_peak(curve, best, LAG_STEP_MS)
         z = peak_z(curve, lags, best)
-        extra: dict = {"z": round(z, 3), "rho": round(float(curve[best]), 4)}
-        confident = z >= self.min_confidence
-        if not confident and z >= self.min_confidence - (Z_CONFIDENT - Z_BORDERLINE):
-            ncc_lag, _ = fused_ncc_peak(prep.track.mouth_crops, prep.raw_velocity, prep.times, shifted, lags)
-            agree = abs(ncc_lag - lag) <= AGREE_MS
-            extra.update(ncc_lag_ms=round(ncc_lag, 1), ncc_agrees=bool(agree))
-            confident = agree
-        times, conf = self._confidence_along(prep, sampler, lag)
-        return Estimate(engine=self.name, audio_lag_ms=lag, confidence=z, confident=confident,
+        p = self.calibration.p_correct(z, n + 1)
+        confident = z >= self.min_confidence if self.min_confidence is not None else p >= self.calibration.threshold
+        extra: dict = {"z": round(z, 3), "rho": round(float(raw[best]), 4)}
+        return Estimate(engine=self.name, audio_lag_ms=lag, confidence=z, confident=bool(confident),
                         edge=best in (0, len(lags) - 1), search_ms=search, lags_ms=lags, curve=curve,
-                        curve_label="canonical correlation", best_is_min=False, windows=len(prep.times),
-                        window_times_s=times, window_confidence=conf, extra=extra)
-
-    @staticmethod
-    def _confidence_along(prep: CCAPrepared, sampler: WindowSampler, lag_ms: float) -> tuple[np.ndarray, np.ndarray]:
-        """Local agreement along the clip (for the plot): correlation of mouth and sound energy over 2 s."""
-        a, valid = sampler(prep.times + lag_ms / 1000.0)
-        v = np.linalg.norm(prep.velocity, axis=1)
-        s = np.linalg.norm(a, axis=1)
-        win = 2 * GRID_FPS
-        if len(v) < win:
-            return np.zeros(0), np.zeros(0)
-        out_t, out_c = [], []
-        for i in range(0, len(v) - win + 1, GRID_FPS // 2):
-            m = valid[i : i + win]
-            if m.sum() < win // 2:
-                continue
-            vv, ss = v[i : i + win][m], s[i : i + win][m]
-            c = np.corrcoef(vv, ss)[0, 1] if vv.std() > 0 and ss.std() > 0 else 0.0
-            out_t.append(prep.times[i + win // 2])
-            out_c.append(c)
-        return np.array(out_t), np.array(out_c)
+                        curve_label="canonical correlation", best_is_min=False, windows=n,
+                        window_times_s=np.zeros(0), window_confidence=np.zeros(0), extra=extra, p_correct=p)

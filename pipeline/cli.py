@@ -28,7 +28,15 @@ from syncnet.weights import WeightsError
 
 from .engines import ENGINES, EngineUnavailable, select_engines
 from .media import MediaInfo
-from .sync import DEFAULT_MAX_ITERATIONS, DEFAULT_SEARCH_MS, DEFAULT_TOLERANCE_MS, SyncOptions, SyncResult, sync_video
+from .sync import (
+    DEFAULT_MAX_ITERATIONS,
+    DEFAULT_SEARCH_MS,
+    DEFAULT_TOLERANCE_MS,
+    MAX_USER_SEARCH_MS,
+    SyncOptions,
+    SyncResult,
+    sync_video,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +69,8 @@ def _add_options(p: argparse.ArgumentParser) -> None:
                    help=f"|lag| below this is in sync (default {DEFAULT_TOLERANCE_MS:.0f})")
     p.add_argument("--min-confidence", type=float, help="confidence needed to act (default: the engine's)")
     p.add_argument("--search-ms", type=float, default=DEFAULT_SEARCH_MS,
-                   help=f"initial search range +/-ms, widened up to 2000 at need (default {DEFAULT_SEARCH_MS:.0f})")
+                   help=f"initial search range +/-ms, up to {MAX_USER_SEARCH_MS:.0f}; SyncNet widens it up to 2000 at "
+                        f"need, cca always searches at least +/-3000 (default {DEFAULT_SEARCH_MS:.0f})")
     p.add_argument("--max-duration-s", type=float, default=_env_float("SYNCFIX_MAX_DURATION_S"),
                    help="refuse longer videos (default: $SYNCFIX_MAX_DURATION_S, else no limit)")
     p.add_argument("--max-size-mb", type=float, default=_env_float("SYNCFIX_MAX_UPLOAD_MB"),
@@ -91,8 +100,8 @@ def sync_options(args: argparse.Namespace) -> SyncOptions:
     """The measuring options from the command line, checked (UserError for a value out of range)."""
     if args.max_iterations < 1:
         raise UserError("--max-iterations must be at least 1")
-    if not 0 < args.search_ms <= 2000:
-        raise UserError("--search-ms must be between 0 and 2000")
+    if not 0 < args.search_ms <= MAX_USER_SEARCH_MS:
+        raise UserError(f"--search-ms must be between 0 and {MAX_USER_SEARCH_MS:.0f}")
     return SyncOptions(engine=args.engine, weights=args.weights, device=args.device,
                        max_iterations=args.max_iterations, tolerance_ms=args.tolerance_ms,
                        min_confidence=args.min_confidence, search_ms=args.search_ms)
@@ -184,7 +193,7 @@ def fix_video(path: Path, info: MediaInfo, out: Path, opts: SyncOptions | None, 
     if out.suffix.lower() != path.suffix.lower():
         raise UserError(f"the output keeps the input's container: use a {path.suffix} name for -o")
     if apply_ms is not None:
-        report = {"audio_lag_ms": apply_ms, "confidence": None, "decision": "shift",
+        report = {"audio_lag_ms": apply_ms, "confidence": None, "p_correct": None, "decision": "shift",
                   "reason": f"applied as requested: remove {apply_ms:+.1f} ms (--apply-ms)",
                   "engine": "manual", "engine_reason": "--apply-ms given: nothing measured",
                   "fps": info.video.fps if info.video else None, "duration_s": info.duration_s, "tracks": [],
@@ -227,7 +236,8 @@ def _print_human(report: dict) -> None:
     if lag is not None:
         print(f"audio lag: {lag:+.1f} ms (> 0: the sound comes after the lips)")
     if report.get("confidence") is not None:
-        print(f"confidence: {report['confidence']:.3f} ({report['engine']})")
+        chance = "" if report.get("p_correct") is None else f", p_correct {report['p_correct']:.2f}"
+        print(f"confidence: {report['confidence']:.3f} ({report['engine']}{chance})")
     if report.get("output"):
         print(f"written: {report['output']} (shifted {report['applied_shift_ms']:+.1f} ms, "
               f"verified {report['verified_shift_ms']:+.1f} ms)")

@@ -49,10 +49,14 @@ class Estimate:
     window_times_s: np.ndarray = field(default_factory=lambda: np.zeros(0))  #: times along the clip
     window_confidence: np.ndarray = field(default_factory=lambda: np.zeros(0))  #: confidence there
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The chance that ``audio_lag_ms`` is within 40 ms, from a calibration measured on the dev set; None for
+    #: an engine whose calibration cannot be measured here (SyncNet: its weights are not available).
+    p_correct: float | None = None
 
     def to_dict(self, curve: bool = True) -> dict:
         out = {"engine": self.engine, "audio_lag_ms": round(float(self.audio_lag_ms), 3),
                "confidence": round(float(self.confidence), 4), "confident": bool(self.confident),
+               "p_correct": None if self.p_correct is None else round(float(self.p_correct), 4),
                "edge": bool(self.edge), "search_ms": float(self.search_ms), "windows": int(self.windows),
                "curve_label": self.curve_label, "best_is_min": bool(self.best_is_min), **self.extra}
         if curve:

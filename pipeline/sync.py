@@ -2,7 +2,9 @@
 
 Faces are found and embeddings computed once (:func:`pipeline.analysis.analyse`, ``engine.prepare``);
 each iteration moves the audio in memory by the lag found so far and re-scores it, so the residual should
-fall to about zero, and a minimum at the edge of the searched range widens the search (up to +/-2 s).
+fall to about zero, and a minimum at the edge of the searched range widens the search (up to +/-2 s, or
+the ``search_ms`` asked for, up to +/-10 s; the weight-free engine always searches at least +/-3 s). With a
+second engine, a confident reading of it beyond the first engine's window re-centres the first there.
 Then a careful editor's decision: confident and within tolerance = "in_sync", confident and beyond it =
 "shift", anything else = "uncertain" with the reason. "In sync" is never said of something not measured.
 """
@@ -26,7 +28,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TOLERANCE_MS = 20.0
 DEFAULT_SEARCH_MS = 600.0  #: SyncNet's +/-15 frames
-MAX_SEARCH_MS = 2000.0
+MAX_SEARCH_MS = 2000.0  #: how far an edge widens the search on its own
+#: The widest search a user may ask for (``--search-ms``, the app's field), for every engine.
+MAX_USER_SEARCH_MS = 10000.0
 DEFAULT_MAX_ITERATIONS = 3
 #: A residual this small means the shift landed; no further iteration is needed.
 CONVERGED_MS = 5.0
@@ -34,6 +38,8 @@ CONVERGED_MS = 5.0
 SILENCE_RMS = 30.0
 #: Two confident engines that disagree by more than this make the answer uncertain.
 ENGINES_AGREE_MS = 40.0
+#: A second engine's confident lag this close to (or beyond) the first engine's window edge re-centres it.
+SEED_MARGIN_MS = 40.0
 
 ProgressFn = Callable[[str, float], None]
 
@@ -94,11 +100,14 @@ class SyncResult:
     measured_lag_ms: float | None = None  #: the estimate even when uncertain (what --force would apply)
     cross_check: dict[str, Any] | None = None  #: the second engine's reading and the agreement
     warnings: list[str] = field(default_factory=list)  #: e.g. only part of a truncated file was readable
+    #: the deciding estimate's calibrated chance of being within 40 ms (None: not calibrated, e.g. SyncNet)
+    p_correct: float | None = None
 
     def to_report(self, curves: bool = True) -> dict:
         return {
             "audio_lag_ms": None if self.audio_lag_ms is None else round(self.audio_lag_ms, 3),
             "confidence": None if self.confidence is None else round(self.confidence, 4),
+            "p_correct": self.p_correct,
             "decision": self.decision,
             "reason": self.reason,
             "engine": self.engine,
@@ -124,10 +133,11 @@ def decide(estimate: Estimate | None, audio_lag_ms: float | None, tolerance_ms: 
     if estimate is None or audio_lag_ms is None or estimate.windows == 0:
         return "uncertain", "nothing could be measured"
     if not estimate.confident:
-        return "uncertain", (f"not confident: {estimate.engine} confidence {estimate.confidence:.2f} is below the "
+        p = "" if estimate.p_correct is None else f", p_correct {estimate.p_correct:.2f},"
+        return "uncertain", (f"not confident: {estimate.engine} confidence {estimate.confidence:.2f}{p} is below the "
                              "threshold (flat score curve: no clear lip-sound match)")
     if estimate.edge and estimate.search_ms >= max_search_ms:
-        return "uncertain", f"the best match lies at the edge of the +/-{max_search_ms:.0f} ms search range"
+        return "uncertain", f"the best match lies at the edge of the +/-{estimate.search_ms:.0f} ms search range"
     if abs(audio_lag_ms) < tolerance_ms:
         return "in_sync", f"in sync: measured {audio_lag_ms:+.1f} ms, within the +/-{tolerance_ms:.0f} ms tolerance"
     later = "after" if audio_lag_ms > 0 else "before"
@@ -135,9 +145,9 @@ def decide(estimate: Estimate | None, audio_lag_ms: float | None, tolerance_ms: 
 
 
 def _iterate(engine: Engine, prepared: Any, opts: SyncOptions, first: Estimate, track_id: int, t0: float,
-             start_iteration: int) -> Iterator[IterationEvent]:
+             start_iteration: int, first_shift_ms: float = 0.0) -> Iterator[IterationEvent]:
     """Iterations 2..N on one track: shift by the total so far, re-score, stop when the residual is ~0."""
-    total = first.audio_lag_ms
+    total = first_shift_ms + first.audio_lag_ms
     search = first.search_ms
     for i in range(start_iteration, opts.max_iterations + 1):
         est = engine.measure(prepared, total, search)
@@ -155,8 +165,9 @@ def _first_estimate(engine: Engine, prepared: Any, opts: SyncOptions) -> list[Es
     search = opts.search_ms
     est = engine.measure(prepared, 0.0, search)
     out.append(est)
-    while est.edge and search < opts.max_search_ms:
-        search = min(opts.max_search_ms, search * 2)
+    limit = max(opts.max_search_ms, opts.search_ms)
+    while est.edge and est.search_ms < limit:
+        search = min(limit, max(search, est.search_ms) * 2)
         est = engine.measure(prepared, 0.0, search)
         out.append(est)
     while not est.confident and engine.extend(prepared, est):
@@ -246,6 +257,7 @@ def sync_video(path: str | Path, engine: Engine, opts: SyncOptions | None = None
 
     # The second engine, read once on the same face.
     second: Estimate | None = None
+    seed_ms = 0.0  #: where the deciding engine's first reading was centred (moved by a confident second engine)
     second_prep: Any = None
     cross: dict[str, Any] | None = None
     if cross_check is not None:
@@ -256,20 +268,29 @@ def sync_video(path: str | Path, engine: Engine, opts: SyncOptions | None = None
             second_prep = cross_check.prepare(analysis, chosen)
             second = _first_estimate(cross_check, second_prep, opts)[-1]
             cross = {**second.to_dict(curve=False)}
+            if second.confident and not second.edge and abs(second.audio_lag_ms) >= first.search_ms - SEED_MARGIN_MS:
+                # Beyond (or at the rim of) the first engine's window: look again, centred where the second found it.
+                seed_ms = second.audio_lag_ms
+                first = engine.measure(prepared, seed_ms, first.search_ms)
+                cross["seeded_ms"] = round(seed_ms, 3)
+                base["engine_reason"] += (f"; {cross_check.name} found {seed_ms:+.0f} ms, beyond {engine.name}'s "
+                                          f"+/-{first.search_ms:.0f} ms window, so {engine.name} looked there")
             if first.confident and second.confident:
-                cross["agreement_ms"] = round(abs(first.audio_lag_ms - second.audio_lag_ms), 3)
+                cross["agreement_ms"] = round(abs(seed_ms + first.audio_lag_ms - second.audio_lag_ms), 3)
                 cross["agree"] = bool(cross["agreement_ms"] <= ENGINES_AGREE_MS)
 
     deciding, deciding_prep, deciding_first = engine, prepared, first
     if not first.confident and second is not None and second.confident:
         deciding, deciding_prep, deciding_first = cross_check, second_prep, second
         base["engine_reason"] += f"; {engine.name} was not confident, {cross_check.name} was and decides"
+        seed_ms = 0.0
 
-    iterations = [IterationEvent(1, chosen.id, 0.0, deciding_first.audio_lag_ms, deciding_first.audio_lag_ms,
+    lag1 = seed_ms + deciding_first.audio_lag_ms
+    iterations = [IterationEvent(1, chosen.id, seed_ms, deciding_first.audio_lag_ms, lag1,
                                  deciding_first.confidence, deciding_first, time.perf_counter() - t0)]
     yield iterations[0]
     if deciding_first.confident and deciding_first.windows:
-        for ev in _iterate(deciding, deciding_prep, opts, deciding_first, chosen.id, t0, 2):
+        for ev in _iterate(deciding, deciding_prep, opts, deciding_first, chosen.id, t0, 2, seed_ms):
             iterations.append(ev)
             yield ev
     base["timings"]["scoring_s"] = time.perf_counter() - ts
@@ -277,11 +298,12 @@ def sync_video(path: str | Path, engine: Engine, opts: SyncOptions | None = None
     decision, reason = decide(deciding_first, last.audio_lag_ms, opts.tolerance_ms, opts.max_search_ms)
     if cross and cross.get("agree") is False:
         decision = "uncertain"
-        reason = (f"the two engines disagree: {engine.name} {first.audio_lag_ms:+.1f} ms, "
+        reason = (f"the two engines disagree: {engine.name} {seed_ms + first.audio_lag_ms:+.1f} ms, "
                   f"{cross_check.name} {second.audio_lag_ms:+.1f} ms (more than {ENGINES_AGREE_MS:.0f} ms apart)")
     confident = decision != "uncertain"
+    p_correct = None if deciding_first.p_correct is None else round(float(deciding_first.p_correct), 4)
     yield finish(decision, reason, last.audio_lag_ms if confident else None, deciding_first.confidence,
-                 used=deciding, iterations=iterations, tracks=tracks_report, track_id=chosen.id,
+                 p_correct=p_correct, used=deciding, iterations=iterations, tracks=tracks_report, track_id=chosen.id,
                  measured_lag_ms=last.audio_lag_ms if deciding_first.windows else None, cross_check=cross)
 
 

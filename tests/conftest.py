@@ -59,6 +59,12 @@ def fixtures_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def dev_dir() -> Path:
+    """The development set of real clips (``../shared/fixtures/dev``)."""
+    return _need(FIXTURES / "dev" / "MANIFEST.tsv").parent
+
+
+@pytest.fixture(scope="session")
 def golden_dir() -> Path:
     return _need(GOLDEN)
 

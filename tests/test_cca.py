@@ -15,10 +15,21 @@ import numpy as np
 import pytest
 
 from pipeline.analysis import analyse
-from pipeline.cca import CCAEngine, WindowSampler, first_canonical_correlations, moving_average, peak_z
+from pipeline.cca import (
+    STEPS_PER_FRAME,
+    CCAEngine,
+    first_canonical_correlations,
+    frame_window_means,
+    lag_curve,
+    moving_average,
+    peak_z,
+)
 from pipeline.correct import write_shifted
 from pipeline.sync import SyncOptions, run_to_result, sync_video
 from syncnet.media import load_audio
+
+#: A dev-set clip under 5 s (MEAD W036, 3.0 s) that the calibrated engine answers.
+SHORT_DEV_CLIP = "d10.mp4"
 
 
 def detect_cca(path: Path):
@@ -128,17 +139,59 @@ def test_abstains_without_a_face(tmp_path, fixtures_dir):
     assert r.decision == "uncertain" and r.reason == "no face found in the video"
 
 
-def test_short_input_is_too_little_speech(tmp_path, fixtures_dir):
-    short = tmp_path / "short.avi"
-    with av.open(str(fixtures_dir / "example.avi")) as inp, av.open(str(short), "w") as out:
+def _cut(src: Path, dst: Path, seconds: float) -> Path:
+    """The first ``seconds`` of ``src``, packets copied."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
         streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
         for p in inp.demux():
-            if p.dts is None or float(p.pts * p.stream.time_base) >= 3.5:
+            if p.dts is None or float(p.pts * p.stream.time_base) >= seconds:
                 continue
             p.stream = streams[p.stream.index]
             out.mux(p)
-    r = detect_cca(short)
+    return dst
+
+
+def test_under_two_seconds_is_too_little_speech(tmp_path, fixtures_dir):
+    r = detect_cca(_cut(fixtures_dir / "example.avi", tmp_path / "short.avi", 1.5))
     assert r.decision == "uncertain" and r.reason.startswith("too little speech on a visible face")
+
+
+def test_a_short_clip_is_answered_or_refused_by_its_evidence(tmp_path, fixtures_dir):
+    """No blanket 5 s cut-off: 3 s of example.avi is measured, and the decision follows p_correct."""
+    r = detect_cca(_cut(fixtures_dir / "example.avi", tmp_path / "short.avi", 3.0))
+    est = r.iterations[0].estimate
+    assert 60 <= est.windows < 125 and est.p_correct is not None and 0.0 <= est.p_correct <= 1.0
+    threshold = CCAEngine().calibration.threshold
+    assert (r.decision != "uncertain") == (est.p_correct >= threshold)
+    if r.decision == "uncertain":
+        assert "p_correct" in r.reason
+
+
+def test_a_clip_under_five_seconds_is_answered(dev_dir):
+    """A 4.8 s studio clip from the dev set (MEAD) reads confidently, within the band in-sync material reads at."""
+    r = detect_cca(dev_dir / SHORT_DEV_CLIP)
+    assert r.duration_s < 5.0
+    assert r.decision in ("shift", "in_sync"), r.reason
+    assert r.p_correct is not None and r.p_correct >= CCAEngine().calibration.threshold
+    assert -20.0 <= r.audio_lag_ms <= 150.0
+
+
+def test_a_two_and_a_half_second_offset_is_found(tmp_path, fixtures_dir, baselines):
+    late = write_shifted(fixtures_dir / "example.avi", tmp_path / "late.avi", -2500.0).output
+    r = detect_cca(late)
+    assert r.decision == "shift" and r.engine == "cca"
+    assert r.audio_lag_ms - baselines["example.avi"].audio_lag_ms == pytest.approx(2500.0, abs=20.0)
+    assert r.iterations[0].estimate.search_ms >= 3000.0
+
+
+def test_p_correct_is_in_every_estimate_of_the_json(capsys, fixtures_dir):
+    from pipeline.cli import main
+
+    assert main(["detect", str(fixtures_dir / "example.avi"), "--engine", "cca", "--json", "--no-curves"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    estimates = [it["estimate"] for it in out["iterations"]] + [t["estimate"] for t in out["tracks"] if "estimate" in t]
+    assert estimates and all(0.0 <= e["p_correct"] <= 1.0 for e in estimates)
+    assert 0.0 <= out["p_correct"] <= 1.0 and out["confidence"] == pytest.approx(estimates[0]["confidence"], abs=1e-3)
 
 
 # ----------------------------------------------------------------------------------------- building blocks
@@ -149,16 +202,30 @@ def test_canonical_correlation_finds_a_planted_relation():
     y_good = np.stack([x[:, 0] + 0.1 * rng.standard_normal(500), rng.standard_normal(500)], axis=1)
     y_bad = rng.standard_normal((500, 2))
     rho = first_canonical_correlations(x, np.stack([y_good, y_bad]), np.ones((2, 500), bool))
-    assert rho[0] > 0.9 and rho[1] < 0.3
+    # the ridge (RIDGE x mean variance on both sides) halves a perfect correlation of unit-variance features
+    assert rho[0] > 0.45 and rho[1] < 0.15
 
 
-def test_window_sampler_is_exact_on_a_ramp():
-    feats = np.arange(1000, dtype=float)[:, None]  # feature j at time (j * 80 + 200) / 16000 s
-    s = WindowSampler(feats)
-    t = np.array([0.5, 1.0, 1.2345])
-    vals, valid = s(t)
-    expected = (t * 16000 - 200) / 80  # the mean of a ramp over a symmetric window is its centre value
-    assert valid.all() and np.allclose(vals[:, 0], expected, atol=0.6)
+def test_lag_curve_equals_the_direct_canonical_correlation_at_every_lag():
+    """The prefix-sum + FFT curve is the same number as CCA computed lag by lag on the overlapping frames."""
+    rng = np.random.default_rng(3)
+    n, start = 150, 7
+    x = rng.standard_normal((n, 3))
+    feats = rng.standard_normal((STEPS_PER_FRAME * (n + start) + 40, 2))
+    feats[:, 0] += np.repeat(np.concatenate([np.zeros(start), x[:, 0], np.zeros(6)]), STEPS_PER_FRAME)[: len(feats)]
+    steps = np.array([-300, -41, -3, 0, 5, 17, 120])
+    curve, cnt = lag_curve(x, start, feats, steps, min_overlap=0.1)
+    means, valid = frame_window_means(feats)
+    k0 = STEPS_PER_FRAME * start + 2
+    for lag, got, c in zip(steps, curve, cnt):
+        j = k0 + STEPS_PER_FRAME * np.arange(n) + lag
+        ok = (j >= 0) & (j < len(feats))
+        ok[ok] &= valid[j[ok]]
+        ys = np.zeros((n, 2))
+        ys[ok] = means[j[ok]]
+        assert c == ok.sum()
+        assert got == pytest.approx(first_canonical_correlations(x, ys[None], ok[None])[0], abs=1e-9)
+    assert np.nanargmax(curve) == 3  # the planted relation is at lag 0
 
 
 def test_peak_z_and_moving_average():

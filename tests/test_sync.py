@@ -82,6 +82,32 @@ def test_beyond_two_seconds_is_uncertain(example_analysis):
     assert result.decision == "uncertain" and "edge" in result.reason and result.audio_lag_ms is None
 
 
+class WideGridEngine(GridEngine):
+    """A second engine that, like cca, always searches at least +/-3 s."""
+
+    name = "wide"
+
+    def measure(self, prepared, shift_ms: float, search_ms: float) -> Estimate:
+        return super().measure(prepared, shift_ms, max(3000.0, search_ms))
+
+
+def test_a_confident_second_engine_beyond_the_window_tells_the_first_where_to_look(example_analysis):
+    first, second = GridEngine(2500.0), WideGridEngine(2500.0)
+    events = list(sync_video(example_analysis.info.path, first, SyncOptions(), cross_check=second,
+                             analysis=example_analysis))
+    result = events[-1]
+    assert result.engine == "grid" and result.decision == "shift"
+    assert result.audio_lag_ms == pytest.approx(2500.0, abs=5.0)
+    assert result.cross_check["seeded_ms"] == pytest.approx(2500.0, abs=5.0) and result.cross_check["agree"]
+    assert result.iterations[0].shift_ms == pytest.approx(2500.0, abs=5.0)  # the first engine measured there
+    assert any(abs(shift - 2500.0) < 5.0 and search <= 2000.0 for shift, search in first.calls)
+
+
+def test_without_a_second_engine_beyond_two_seconds_stays_uncertain(example_analysis):
+    _, result = _run(GridEngine(2500.0), example_analysis)
+    assert result.decision == "uncertain" and "edge" in result.reason
+
+
 def test_not_confident_is_uncertain_and_not_iterated(example_analysis):
     engine = GridEngine(200.0, confidence=1.0)
     its, result = _run(engine, example_analysis)
