@@ -10,8 +10,9 @@ sqrt(overlap), because a canonical correlation over fewer samples is higher by c
 
 ``confidence`` is the engine's own score: how far the peak stands above the rest of the curve (z).
 ``p_correct`` is the chance that the estimate is within 40 ms, read off a logistic calibration of z and the
-clip's length that was fitted on the development set with whole source projects held out
-(``cca_calibration.json``, reproduced by ``benchmarks/fit_calibration.py``); the decision is made from it,
+clip's length, fitted on the development set (``cca_calibration.json``, reproduced by
+``benchmarks/bench_accuracy.py --write-calibration``, which reports its figures with whole source projects
+held out); it decides,
 at a threshold chosen so that video paired with another clip's audio is called confident at most 1 % of
 the time. Measured figures: README, "Engines".
 """
@@ -321,7 +322,7 @@ class Calibration:
 
 
 def load_calibration(path: Path = CALIBRATION_FILE) -> Calibration:
-    """The fitted calibration shipped beside this module (see ``benchmarks/fit_calibration.py``)."""
+    """The fitted calibration shipped beside this module (``bench_accuracy.py --write-calibration`` refits it)."""
     d = json.loads(Path(path).read_text())
     return Calibration(float(d["intercept"]), float(d["z_weight"]), float(d["length_weight"]),
                        float(d["threshold"]), str(d.get("source", "")))

@@ -144,3 +144,12 @@ def test_fix_keeps_streams_at_any_frame_rate(tmp_path, example_avi, rate, capsys
         va = [(p.pts, bytes(p)) for p in a.demux(video=0) if p.size]
         vb = [(p.pts, bytes(p)) for p in b.demux(video=0) if p.size]
         assert va == vb, "the video is copied untouched"
+
+
+def test_search_ms_accepts_up_to_ten_seconds_and_refuses_more(example_avi):
+    from pipeline.cli import build_parser, sync_options
+
+    args = build_parser().parse_args(["detect", str(example_avi), "--search-ms", "10000"])
+    assert sync_options(args).search_ms == 10000.0
+    proc = run("detect", str(example_avi), "--engine", "cca", "--search-ms", "10001", check_rc=2)
+    assert "--search-ms must be between 0 and 10000" in proc.stderr and "Traceback" not in proc.stderr
