@@ -137,7 +137,9 @@ def run_case(case: Case, analyses: dict, engine, search_ms: float | None = None)
     return {**dataclasses.asdict(case), "decision": r.decision, "reason": r.reason,
             "audio_lag_ms": r.audio_lag_ms, "measured_lag_ms": r.measured_lag_ms,
             "first_lag_ms": None if est is None else est.audio_lag_ms,
-            "z": None if est is None else est.extra.get("z"), "frames": None if est is None else est.windows,
+            "z": None if est is None else est.extra.get("z"),
+            "z_halves": None if est is None else est.extra.get("z_halves"),
+            "frames": None if est is None else est.windows,
             "edge": None if est is None else bool(est.edge), "search_ms": None if est is None else est.search_ms}
 
 

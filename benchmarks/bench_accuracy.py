@@ -172,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--save-rows", type=Path, help="save the measured rows here")
     ap.add_argument("--json", type=Path, default=Path("bench_accuracy.json"), help="figures out (JSON)")
     ap.add_argument("--write-calibration", action="store_true", help="refit on all rows, write the calibration")
+    ap.add_argument("--no-halves", action="store_true",
+                    help="fit without the halves' agreement (z and length only), for comparison")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
@@ -189,16 +191,17 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.cca import CALIBRATION_FILE, load_calibration
 
     if args.write_calibration:
-        f = cf.fit(rows)
+        f = cf.fit(rows, halves=not args.no_halves)
         CALIBRATION_FILE.write_text(json.dumps({**f.to_dict(), "source": "benchmarks/bench_accuracy.py "
                                                 "--write-calibration, fitted on all dev-set cases"}, indent=2)
                                     + "\n")
         print(f"wrote {CALIBRATION_FILE}: {f.to_dict()}", file=sys.stderr)
     shipped = load_calibration()
-    z, frames = cf.design(rows)
-    fit_ship = cf.Fit(shipped.intercept, shipped.z_weight, shipped.length_weight, shipped.threshold)
-    p_ship = fit_ship.p(z, frames)
-    p_cv, thr_cv, fits = cf.held_out_p(rows)
+    z, frames, zh = cf.design(rows)
+    fit_ship = cf.Fit(shipped.intercept, shipped.z_weight, shipped.length_weight, shipped.threshold,
+                      shipped.half_weight)
+    p_ship = fit_ship.p(z, frames, zh)
+    p_cv, thr_cv, fits = cf.held_out_p(rows, halves=not args.no_halves)
 
     print("\n".join(per_clip_rows(rows, p_cv, thr_cv)))
     held = summarise(rows, p_cv, thr_cv)

@@ -15,7 +15,6 @@ reading of the whole natural clip stands in (relative truth). Everything here is
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,14 +34,18 @@ class Fit:
     z_weight: float
     length_weight: float
     threshold: float
+    half_weight: float = 0.0
 
-    def p(self, z: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    def p(self, z: np.ndarray, frames: np.ndarray, z_halves: np.ndarray | None = None) -> np.ndarray:
         t = self.intercept + self.z_weight * z + self.length_weight * np.log(np.maximum(frames, 1) / 25.0)
+        if z_halves is not None:
+            t = t + self.half_weight * z_halves
         return 1.0 / (1.0 + np.exp(-np.clip(t, -50, 50)))
 
     def to_dict(self) -> dict:
-        return {"intercept": round(self.intercept, 5), "z_weight": round(self.z_weight, 5),
-                "length_weight": round(self.length_weight, 5), "threshold": round(self.threshold, 5)}
+        return {"intercept": round(float(self.intercept), 5), "z_weight": round(float(self.z_weight), 5),
+                "length_weight": round(float(self.length_weight), 5), "half_weight": round(float(self.half_weight), 5),
+                "threshold": round(float(self.threshold), 5)}
 
 
 def natural_readings(rows: list[dict]) -> dict[str, float | None]:
@@ -96,26 +99,29 @@ def labels(rows: list[dict]) -> tuple[np.ndarray, np.ndarray]:
     return usable, correct
 
 
-def design(rows: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+def design(rows: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(z, frames, z_halves) per row (0 where a row has no score)."""
     z = np.array([r["z"] if r["z"] is not None else 0.0 for r in rows], float)
     frames = np.array([r["frames"] if r["frames"] else 1 for r in rows], float)
-    return z, frames
+    zh = np.array([r.get("z_halves") or 0.0 for r in rows], float)
+    return z, frames, zh
 
 
-def fit_logistic(z: np.ndarray, frames: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
-    """Maximum-likelihood logistic regression on (1, z, log seconds), a little L2, by Newton's method."""
-    x = np.stack([np.ones_like(z), z, np.log(np.maximum(frames, 1) / 25.0)], axis=1)
-    w = np.zeros(3)
-    reg = L2 * np.diag([0.0, 1.0, 1.0])
+def fit_logistic(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Maximum-likelihood logistic regression on [1, x], a little L2 on the slopes, by Newton's method."""
+    x = np.concatenate([np.ones((len(x), 1)), x], axis=1)
+    k = x.shape[1]
+    w = np.zeros(k)
+    reg = L2 * np.diag([0.0] + [1.0] * (k - 1))
     for _ in range(100):
         p = 1.0 / (1.0 + np.exp(-np.clip(x @ w, -50, 50)))
         grad = x.T @ (p - y) + reg @ w
-        hess = (x * (p * (1 - p))[:, None]).T @ x + reg + 1e-9 * np.eye(3)
+        hess = (x * (p * (1 - p))[:, None]).T @ x + reg + 1e-9 * np.eye(k)
         step = np.linalg.solve(hess, grad)
         w -= step
         if np.abs(step).max() < 1e-8:
             break
-    return float(w[0]), float(w[1]), float(w[2])
+    return w
 
 
 def confident_mask(rows: list[dict], p: np.ndarray, threshold: float) -> np.ndarray:
@@ -139,16 +145,21 @@ def choose_threshold(rows: list[dict], p: np.ndarray, usable: np.ndarray, correc
     return 0.9999
 
 
-def fit(rows: list[dict]) -> Fit:
-    """The calibration fitted on ``rows``: logistic on the usable rows, then the threshold."""
+def fit(rows: list[dict], halves: bool = True) -> Fit:
+    """The calibration fitted on ``rows``: logistic on the usable rows, then the threshold.
+
+    ``halves``: use the halves' agreement (``z_halves``) as a third input beside z and the length.
+    """
     usable, correct = labels(rows)
-    z, frames = design(rows)
-    b0, bz, bl = fit_logistic(z[usable], frames[usable], correct[usable].astype(float))
-    f = Fit(b0, bz, bl, 0.5)
-    return Fit(b0, bz, bl, choose_threshold(rows, f.p(z, frames), usable, correct))
+    z, frames, zh = design(rows)
+    cols = [z, np.log(np.maximum(frames, 1) / 25.0)] + ([zh] if halves else [])
+    w = fit_logistic(np.stack(cols, axis=1)[usable], correct[usable].astype(float))
+    f = Fit(w[0], w[1], w[2], 0.5, w[3] if halves else 0.0)
+    return Fit(f.intercept, f.z_weight, f.length_weight, choose_threshold(rows, f.p(z, frames, zh), usable, correct),
+               f.half_weight)
 
 
-def held_out_p(rows: list[dict]) -> tuple[np.ndarray, np.ndarray, dict[str, Fit]]:
+def held_out_p(rows: list[dict], halves: bool = True) -> tuple[np.ndarray, np.ndarray, dict[str, Fit]]:
     """p_correct and threshold for every row from a fit that never saw the row's source project.
 
     A mismatched pair is held out with its video's project, and the training side drops every pair whose
@@ -159,17 +170,12 @@ def held_out_p(rows: list[dict]) -> tuple[np.ndarray, np.ndarray, dict[str, Fit]
     p = np.zeros(len(rows))
     thr = np.zeros(len(rows))
     fits: dict[str, Fit] = {}
-    z, frames = design(rows)
+    z, frames, zh = design(rows)
     for proj in projects:
         test = np.array([r["project"] == proj for r in rows])
         train = [r for r in rows if r["project"] != proj
                  and not (r["kind"] == "mismatch" and proj_of.get(str(r["audio_from"]).lstrip("~")) == proj)]
-        f = fits[proj] = fit(train)
-        p[test] = f.p(z[test], frames[test])
+        f = fits[proj] = fit(train, halves)
+        p[test] = f.p(z[test], frames[test], zh[test])
         thr[test] = f.threshold
     return p, thr, fits
-
-
-def logit(p: float) -> float:
-    p = min(max(p, 1e-12), 1 - 1e-12)
-    return math.log(p / (1 - p))

@@ -56,6 +56,9 @@ CORRECT_MS = 40.0
 #: Shortest face track the engine reads (2 s); below the calibrated precision it abstains anyway.
 MIN_SPEECH_FRAMES = 2 * GRID_FPS
 CLIP_Z = 4.0
+#: Each half of a track must hold this many frames for the halves' agreement to be read (1 s).
+MIN_HALF_FRAMES = GRID_FPS
+HALF_AGREE_MS = 20.0
 CALIBRATION_FILE = Path(__file__).with_name("cca_calibration.json")
 
 
@@ -303,21 +306,44 @@ def parabolic_peak(curve: np.ndarray, best: int, step: float) -> float:
     return 0.0
 
 
+def _audio_around(feats: np.ndarray, start: int, n: int, reach: int) -> tuple[int, np.ndarray]:
+    """The audio rows that ``n`` frames from grid frame ``start`` can meet within ``reach`` steps, and the
+    start frame relative to them: :func:`lag_curve` on a stretch of the track then costs by the stretch,
+    not by the whole soundtrack. The slice begins on a frame boundary, so lags are unchanged; its margin
+    covers the 40 ms window around the farthest lag, so no row that the full audio would use is lost.
+    """
+    margin = (reach + 2 * STEPS_PER_FRAME) // STEPS_PER_FRAME + 1
+    s0 = max(0, start - margin)
+    s1 = start + n + margin
+    return start - s0, feats[STEPS_PER_FRAME * s0 : STEPS_PER_FRAME * s1]
+
+
+def damped(raw: np.ndarray, cnt: np.ndarray, n: int) -> np.ndarray:
+    """The curve times sqrt(overlap share): fewer overlapping frames raise a canonical correlation by chance.
+    Lags without enough overlap (NaN) get the curve's minimum."""
+    curve = raw * np.sqrt(cnt / max(n, 1))
+    return np.nan_to_num(curve, nan=float(np.nanmin(curve)))
+
+
 # ------------------------------------------------------------------------------------------- calibration
 
 @dataclass(frozen=True)
 class Calibration:
-    """p_correct = logistic(intercept + z_weight * z + length_weight * log(seconds of face)); confident at threshold."""
+    """p_correct = logistic(intercept + z_weight z + length_weight log(seconds of face) + half_weight z_halves).
+
+    Confident at ``threshold``. Fitted by ``benchmarks/bench_accuracy.py --write-calibration``.
+    """
 
     intercept: float
     z_weight: float
     length_weight: float
     threshold: float
+    half_weight: float = 0.0
     source: str = ""
 
-    def p_correct(self, z: float, frames: int) -> float:
+    def p_correct(self, z: float, frames: int, z_halves: float = 0.0) -> float:
         seconds = max(frames, 1) / GRID_FPS
-        t = self.intercept + self.z_weight * z + self.length_weight * math.log(seconds)
+        t = self.intercept + self.z_weight * z + self.length_weight * math.log(seconds) + self.half_weight * z_halves
         return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, t))))
 
 
@@ -325,7 +351,7 @@ def load_calibration(path: Path = CALIBRATION_FILE) -> Calibration:
     """The fitted calibration shipped beside this module (``bench_accuracy.py --write-calibration`` refits it)."""
     d = json.loads(Path(path).read_text())
     return Calibration(float(d["intercept"]), float(d["z_weight"]), float(d["length_weight"]),
-                       float(d["threshold"]), str(d.get("source", "")))
+                       float(d["threshold"]), float(d.get("half_weight", 0.0)), str(d.get("source", "")))
 
 
 # ------------------------------------------------------------------------------------------- the engine
@@ -356,6 +382,28 @@ class CCAEngine:
     def extend(self, prepared: CCAPrepared, estimate: Estimate | None = None) -> bool:
         return False
 
+    @staticmethod
+    def _halves_z(prep: CCAPrepared, feats: np.ndarray, steps: np.ndarray, lags: np.ndarray, best: int) -> float:
+        """How well each half of the track, on its own, supports the whole track's peak: the smaller of the
+        two halves' peak z at that lag (within 20 ms). A chance peak of mismatched audio is rarely shared by
+        two independent stretches of video; a real one is.
+        """
+        n = len(prep.features)
+        half = n // 2
+        if half < MIN_HALF_FRAMES:
+            return 0.0
+        near = np.abs(lags - lags[best]) <= HALF_AGREE_MS
+        zs = []
+        for lo, hi in ((0, half), (half, n)):
+            start, part = _audio_around(feats, prep.track.start + lo, hi - lo, int(np.abs(steps).max()))
+            raw, cnt = lag_curve(prep.features[lo:hi], start, part, steps)
+            if not np.isfinite(raw).any():
+                return 0.0
+            curve = damped(raw, cnt, hi - lo)
+            at = int(np.flatnonzero(near)[np.argmax(curve[near])])
+            zs.append(peak_z(curve, lags, at))
+        return float(min(zs))
+
     def measure(self, prep: CCAPrepared, shift_ms: float, search_ms: float) -> Estimate:
         search = max(MIN_SEARCH_MS, float(search_ms))
         steps = np.arange(-int(round(search / LAG_STEP_MS)), int(round(search / LAG_STEP_MS)) + 1)
@@ -372,13 +420,14 @@ class CCAEngine:
             return Estimate(self.name, 0.0, 0.0, False, False, search, lags, np.zeros(len(lags)),
                             "canonical correlation", False, 0,
                             extra={"reason": "too little overlap of face and sound"}, p_correct=0.0)
-        curve = np.nan_to_num(raw * np.sqrt(cnt / max(n, 1)), nan=float(np.nanmin(raw * np.sqrt(cnt / max(n, 1)))))
+        curve = damped(raw, cnt, n)
         best = int(np.argmax(curve))
         lag = float(lags[best]) + parabolic_peak(curve, best, LAG_STEP_MS)
         z = peak_z(curve, lags, best)
-        p = self.calibration.p_correct(z, n + 1)
+        z_half = self._halves_z(prep, feats, steps, lags, best)
+        p = self.calibration.p_correct(z, n + 1, z_half)
         confident = z >= self.min_confidence if self.min_confidence is not None else p >= self.calibration.threshold
-        extra: dict = {"z": round(z, 3), "rho": round(float(raw[best]), 4)}
+        extra: dict = {"z": round(z, 3), "z_halves": round(z_half, 3), "rho": round(float(raw[best]), 4)}
         return Estimate(engine=self.name, audio_lag_ms=lag, confidence=z, confident=bool(confident),
                         edge=best in (0, len(lags) - 1), search_ms=search, lags_ms=lags, curve=curve,
                         curve_label="canonical correlation", best_is_min=False, windows=n,

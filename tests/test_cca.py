@@ -18,6 +18,7 @@ from pipeline.analysis import analyse
 from pipeline.cca import (
     STEPS_PER_FRAME,
     CCAEngine,
+    _audio_around,
     first_canonical_correlations,
     frame_window_means,
     lag_curve,
@@ -226,6 +227,19 @@ def test_lag_curve_equals_the_direct_canonical_correlation_at_every_lag():
         assert c == ok.sum()
         assert got == pytest.approx(first_canonical_correlations(x, ys[None], ok[None])[0], abs=1e-9)
     assert np.nanargmax(curve) == 3  # the planted relation is at lag 0
+
+
+def test_a_stretch_of_the_track_reads_the_same_from_its_slice_of_the_audio():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((400, 3))
+    feats = rng.standard_normal((STEPS_PER_FRAME * 420, 2))
+    steps = np.arange(-80, 81, 7)
+    lo, hi = 150, 260
+    full, cnt_full = lag_curve(x[lo:hi], 10 + lo, feats, steps)
+    start, part = _audio_around(feats, 10 + lo, hi - lo, int(np.abs(steps).max()))
+    sliced, cnt = lag_curve(x[lo:hi], start, part, steps)
+    assert len(part) < len(feats) and np.array_equal(cnt, cnt_full)
+    assert np.allclose(sliced, full, atol=1e-12, equal_nan=True)
 
 
 def test_peak_z_and_moving_average():
