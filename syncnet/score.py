@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 done, 2 bad input or missing weights (one line on stderr), 1 a bug."""
     from . import load_model
-    from .weights import default_weights_path, download, syncnet_spec, verify_file
+    from .weights import checksum_report, default_weights_path, download, syncnet_spec, verify_file
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr,
@@ -118,7 +118,10 @@ def main(argv: list[str] | None = None) -> int:
                 verify_file(dest, spec)
                 print(f"{dest} is present and valid")
             else:
-                print(download(spec, dest, progress=sys.stderr.isatty()))
+                dest = download(spec, dest, progress=sys.stderr.isatty())
+                print(dest)
+            report = checksum_report(dest, spec)
+            print(report.message, file=sys.stdout if report.matches_known is not False else sys.stderr)
             return 0
         if args.vshift < 1:
             raise ValueError("--vshift must be at least 1")

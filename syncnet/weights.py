@@ -32,8 +32,14 @@ SYNCNET_FILENAME = "syncnet_v2.model"
 #: 13,640,256 float32 parameters and buffers are 54.56 MB; the pickle adds a little. Anything outside
 #: this range cannot be the model (an HTML error page, a truncated transfer).
 SYNCNET_SIZE_RANGE = (54_000_000, 56_000_000)
-#: The official file's SHA-256 is not published; pin it with SYNCNET_WEIGHTS_SHA256 once you know it.
+#: The official file's SHA-256 is not published; pin one with SYNCNET_WEIGHTS_SHA256 (a hard check).
 SYNCNET_SHA256: str | None = None
+#: What a public mirror that states its copy is byte-identical to the Oxford file records for it
+#: (github nawta/SyncNet_py309_313, ``weights/syncnet_v2.model``): the git blob id, and the first and last
+#: hex digits of the SHA-256 from its README. The claim cannot be confirmed from here, so a mismatch is a
+#: warning naming both values, never a refusal; the structural check decides.
+SYNCNET_KNOWN_GIT_BLOB = "d714bbf3b30324ced69e3815fc41ae6dc519303c"
+SYNCNET_KNOWN_SHA256_ENDS = ("961e8696", "5442")
 #: Entries the reference loader copies but eval mode never reads; a checkpoint may lack them.
 OPTIONAL_SUFFIX = ".num_batches_tracked"
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -52,10 +58,23 @@ class WeightsSpec:
     filename: str
     url: str
     size_range: tuple[int, int]
-    sha256: str | None = None
+    sha256: str | None = None  #: pinned: a mismatch refuses the file
+    known_git_blob: str | None = None  #: reported: a match is "verified", a mismatch a warning
+    known_sha256_ends: tuple[str, str] | None = None
 
 
-SYNCNET = WeightsSpec(SYNCNET_FILENAME, SYNCNET_URL, SYNCNET_SIZE_RANGE, SYNCNET_SHA256)
+SYNCNET = WeightsSpec(SYNCNET_FILENAME, SYNCNET_URL, SYNCNET_SIZE_RANGE, SYNCNET_SHA256,
+                      SYNCNET_KNOWN_GIT_BLOB, SYNCNET_KNOWN_SHA256_ENDS)
+
+
+@dataclass(frozen=True)
+class ChecksumReport:
+    """A weights file's digests against the known checksum of its spec."""
+
+    sha256: str
+    git_blob: str  #: git's blob id: SHA-1 of ``b"blob <size>\0"`` + the bytes
+    matches_known: bool | None  #: None when the spec knows no checksum
+    message: str
 
 
 def weights_dir() -> Path:
@@ -74,6 +93,33 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: fh.read(CHUNK), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def file_digests(path: Path) -> tuple[str, str]:
+    """(SHA-256, git blob id) of ``path`` in one read."""
+    sha256 = hashlib.sha256()
+    blob = hashlib.sha1(f"blob {Path(path).stat().st_size}\0".encode())  # noqa: S324 - git's id, not security
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(CHUNK), b""):
+            sha256.update(block)
+            blob.update(block)
+    return sha256.hexdigest(), blob.hexdigest()
+
+
+def checksum_report(path: Path, spec: WeightsSpec = SYNCNET) -> ChecksumReport:
+    """Compare ``path`` with the checksum the spec knows: both the git blob id and the SHA-256's ends."""
+    sha256, blob = file_digests(path)
+    if not spec.known_git_blob:
+        return ChecksumReport(sha256, blob, None, f"{path}: sha256 {sha256} (no known checksum to compare with)")
+    head, tail = spec.known_sha256_ends or ("", "")
+    ok = blob == spec.known_git_blob and sha256.startswith(head) and sha256.endswith(tail)
+    if ok:
+        msg = f"{path}: verified against the known checksum (git blob {blob}, sha256 {sha256})"
+    else:
+        msg = (f"{path} does not match the known checksum of {spec.filename}: git blob {blob} (known: "
+               f"{spec.known_git_blob}), sha256 {sha256} (known: {head}...{tail}). It passed the structural "
+               "check and is used; if it should be the official file, download it again")
+    return ChecksumReport(sha256, blob, ok, msg)
 
 
 def _manual_instructions(spec: WeightsSpec, dest: Path) -> str:
@@ -160,7 +206,11 @@ def download(spec: WeightsSpec = SYNCNET, dest: Path | None = None, *, progress:
 
 
 def verify_file(path: Path, spec: WeightsSpec = SYNCNET) -> dict[str, torch.Tensor]:
-    """Check size, checksum (when pinned) and structure; return the state dict."""
+    """Check size, checksum (when pinned: hard) and structure; return the state dict.
+
+    Without a pinned checksum, the file is also compared with the known one (:func:`checksum_report`):
+    logged as verified, or warned about with both values; never refused for it.
+    """
     size = path.stat().st_size
     lo, hi = spec.size_range
     if not lo <= size <= hi:
@@ -175,6 +225,9 @@ def verify_file(path: Path, spec: WeightsSpec = SYNCNET) -> dict[str, torch.Tens
             raise WeightsError(f"{path} has sha256 {got}, expected {want}. Delete it and download it again.")
     state = read_state_dict(path)
     check_state_dict(state)
+    if spec.known_git_blob and not want:
+        report = checksum_report(path, spec)
+        (log.info if report.matches_known else log.warning)("%s", report.message)
     return state
 
 

@@ -208,7 +208,53 @@ def test_cli_download_and_missing_weights(serve, weights_bytes, tmp_path, fixtur
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert _sha(tmp_path / "d" / "syncnet_v2.model") == RANDOM_WEIGHTS_SHA256
+    assert "does not match the known checksum" in out.stderr and RANDOM_WEIGHTS_SHA256 in out.stderr
     out = subprocess.run([sys.executable, "-m", "syncnet", "score", str(fixtures_dir / "example.avi"), "--weights",
                           str(tmp_path / "nope.model"), "--json"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert "does not exist" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_git_blob_id_is_what_git_computes(tmp_path):
+    from syncnet.weights import file_digests
+
+    path = tmp_path / "f.bin"
+    path.write_bytes(bytes(range(256)) * 5000)
+    git = subprocess.run(["git", "hash-object", str(path)], capture_output=True, text=True, check=True).stdout.strip()
+    sha256, blob = file_digests(path)
+    assert blob == git and sha256 == _sha(path)
+
+
+def test_a_file_unlike_the_known_checksum_is_warned_about_not_refused(random_weights, caplog):
+    from syncnet.weights import SYNCNET_KNOWN_GIT_BLOB, checksum_report, verify_file
+
+    report = checksum_report(random_weights, SYNCNET)
+    assert report.matches_known is False and report.sha256 == RANDOM_WEIGHTS_SHA256
+    assert SYNCNET_KNOWN_GIT_BLOB in report.message and report.git_blob in report.message
+    assert "961e8696...5442" in report.message and RANDOM_WEIGHTS_SHA256 in report.message
+    with caplog.at_level("WARNING", logger="syncnet.weights"):
+        state = verify_file(random_weights, SYNCNET)  # the structural check decides: it is used
+    assert state and any("does not match the known checksum" in r.getMessage() for r in caplog.records)
+
+
+def test_a_file_matching_the_known_checksum_is_verified(random_weights, caplog):
+    from dataclasses import replace
+
+    from syncnet.weights import checksum_report, file_digests, verify_file
+
+    sha256, blob = file_digests(random_weights)
+    spec = replace(SYNCNET, known_git_blob=blob, known_sha256_ends=(sha256[:8], sha256[-4:]))
+    assert checksum_report(random_weights, spec).matches_known is True
+    with caplog.at_level("INFO", logger="syncnet.weights"):
+        verify_file(random_weights, spec)
+    assert any("verified against the known checksum" in r.getMessage() for r in caplog.records)
+    wrong_end = replace(spec, known_sha256_ends=(sha256[:8], "0000"))
+    assert checksum_report(random_weights, wrong_end).matches_known is False
+
+
+def test_a_pinned_checksum_stays_a_hard_check(random_weights, monkeypatch):
+    from syncnet.weights import verify_file
+
+    monkeypatch.setenv("SYNCNET_WEIGHTS_SHA256", "0" * 64)
+    with pytest.raises(WeightsError, match="expected 0000"):
+        verify_file(random_weights, SYNCNET)
