@@ -26,10 +26,11 @@ import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 
-from pipeline.correct import measure_shift, write_shifted  # noqa: E402
-from pipeline.engines import ENGINES, EngineUnavailable, select_engines  # noqa: E402
+from pipeline.engines import ENGINES  # noqa: E402
+from pipeline.errors import USER_FACING, EngineUnavailable, UserError  # noqa: E402
+from pipeline.fix import FixDone, checked_input, fix_events, measure_events  # noqa: E402
 from pipeline.jobs import JOB_PREFIX, Job, cleanup_stale, job  # noqa: E402
-from pipeline.media import check_limits, probe  # noqa: E402
+from pipeline.media import MediaInfo  # noqa: E402
 from pipeline.plots import sync_figure  # noqa: E402
 from pipeline.preview import make_preview  # noqa: E402
 from pipeline.sync import (  # noqa: E402
@@ -40,7 +41,6 @@ from pipeline.sync import (  # noqa: E402
     IterationEvent,
     SyncOptions,
     SyncResult,
-    sync_video,
 )
 from syncnet.media import MediaError  # noqa: E402
 from syncnet.weights import WeightsError  # noqa: E402
@@ -96,11 +96,10 @@ except ImportError:  # pragma: no cover - spaces is in requirements.txt
 
 
 @gpu
-def _measure(path: str, engine: str, opts: SyncOptions, progress=None) -> Iterator[IterationEvent | SyncResult]:
-    """The GPU part: SyncNet (and the cross-check) on the clip, yielding every iteration, then the result."""
-    choice = select_engines(engine, None, None, opts.min_confidence)
-    yield from sync_video(path, choice.primary, opts, engine_reason=choice.reason, cross_check=choice.cross_check,
-                          progress=progress)
+def _measure(path: Path, opts: SyncOptions, info: MediaInfo | None = None,
+             progress=None) -> Iterator[IterationEvent | SyncResult]:
+    """The GPU part: the library's measuring step (SyncNet and its cross-check, or cca), nothing else."""
+    yield from measure_events(path, opts, info, progress)
 
 
 def _table(events: list[IterationEvent]) -> list[list]:
@@ -138,56 +137,48 @@ def _output_name(src: Path) -> str:
     return "synced" + (suffix if suffix in CONTAINERS else ".mp4")
 
 
-def _run(j: Job, path: Path, engine: str, opts: SyncOptions, manual_ms: float | None,
-         progress: gr.Progress) -> Iterator[tuple]:
+def _run(j: Job, path: Path, opts: SyncOptions, manual_ms: float | None, progress: gr.Progress) -> Iterator[tuple]:
+    """The library's fix flow (:func:`pipeline.fix.fix_events`), its events turned into widget updates."""
     skip = gr.skip()
     progress(0.0, desc="checking the file")
-    info = probe(path)
+    path, info = checked_input(path, SETTINGS.max_duration_s, SETTINGS.max_upload_mb)
     j.log.info("input %s: %.1f s, %s, %d streams", info.format, info.duration_s, info.video.codec, len(info.streams))
-    check_limits(info, SETTINGS.max_duration_s, SETTINGS.max_upload_mb * 1_000_000)
     events: list[IterationEvent] = []
-    result: SyncResult | None = None
     yield "Analysing faces and sound…", [], sync_figure([]), skip, skip, skip
-    if manual_ms:
-        lag: float | None = float(manual_ms)
-    else:
-        def stage(name: str, frac: float) -> None:
-            progress(0.05 + (0.55 if name == "analysing" else 0.2) * frac + (0.55 if name == "scoring" else 0.0),
-                     desc=name)
 
-        for ev in _measure(str(path), engine, opts, None if os.environ.get("SPACES_ZERO_GPU") else stage):
-            if isinstance(ev, SyncResult):
-                result = ev
-                continue
+    def stage(name: str, frac: float) -> None:
+        at = {"analysing": 0.05 + 0.55 * frac, "scoring": 0.6 + 0.2 * frac, "writing": 0.8, "verifying": 0.9}
+        progress(at.get(name, 0.0), desc=name)
+
+    done: FixDone | None = None
+    manual = float(manual_ms) if manual_ms else None  # the field's "0 or empty: measure"
+    for ev in fix_events(path, j.dir / _output_name(path), opts, info=info, apply_ms=manual,
+                         progress=None if os.environ.get("SPACES_ZERO_GPU") else stage, measure_fn=_measure):
+        if isinstance(ev, IterationEvent):
             events.append(ev)
             j.log.info("iteration %d: lag %+.1f ms, confidence %.3f", ev.iteration, ev.audio_lag_ms, ev.confidence)
             yield (f"Iteration {ev.iteration}: audio lag {ev.audio_lag_ms:+.1f} ms (residual {ev.residual_ms:+.1f}), "
                    f"confidence {ev.confidence:.2f}", _table(events), sync_figure(events), skip, skip, skip)
-        assert result is not None
-        lag = result.audio_lag_ms if result.decision == "shift" else None
-        j.log.info("decision %s: %s", result.decision, result.reason)
-    report = result.to_report() if result else {"decision": "shift", "reason": "manual shift", "engine": "manual",
-                                                "audio_lag_ms": lag, "input": info.to_dict()}
-    video = corrected = None
-    verified = None
-    if lag is not None:
-        progress(0.8, desc="writing the corrected file")
-        corrected = j.dir / _output_name(path)
-        written = write_shifted(path, corrected, lag)
-        progress(0.9, desc="verifying")
-        verified = measure_shift(path, written.output)
-        video = make_preview(written.output, j.dir / "synced_preview.mp4")
-        report.update(applied_shift_ms=round(written.applied_shift_ms, 3), verified_shift_ms=round(verified, 3),
-                      output=corrected.name)
-        j.log.info("wrote %s, shifted %+.2f ms, verified %+.2f ms", corrected.name, written.applied_shift_ms, verified)
-    else:
-        report.update(applied_shift_ms=0.0, verified_shift_ms=None, output=None)
+        elif isinstance(ev, SyncResult):
+            j.log.info("decision %s: %s", ev.decision, ev.reason)
+        else:
+            done = ev
+    assert done is not None
+    report = done.report
+    video = None
+    if done.output is not None:
+        video = make_preview(done.output, j.dir / "synced_preview.mp4")
+        report["output"] = done.output.name  # the job folder is the app's business, not the client's
+        j.log.info("wrote %s, shifted %+.2f ms, verified %+.2f ms", done.output.name, done.applied_shift_ms,
+                   done.verified_shift_ms)
     report.update(job_id=j.id, job_log=j.lines)
     report_path = j.dir / "report.json"
     report_path.write_text(json.dumps(report, indent=1))
     progress(1.0, desc="done")
-    yield (_explain(result, lag, corrected is not None, verified), _table(events), sync_figure(events),
-           str(video) if video else None, str(corrected) if corrected else None, str(report_path))
+    lag = report["audio_lag_ms"] if done.output is not None else None
+    yield (_explain(done.result, lag, done.output is not None, done.verified_shift_ms), _table(events),
+           sync_figure(events), str(video) if video else None, str(done.output) if done.output else None,
+           str(report_path))
 
 
 def sync(video: str | None, engine: str = "auto", search_ms: float = DEFAULT_SEARCH_MS,
@@ -202,16 +193,18 @@ def sync(video: str | None, engine: str = "auto", search_ms: float = DEFAULT_SEA
         opts = SyncOptions(engine=engine or "auto", max_iterations=int(max_iterations or DEFAULT_MAX_ITERATIONS),
                            tolerance_ms=float(tolerance_ms or DEFAULT_TOLERANCE_MS),
                            min_confidence=float(min_confidence) if min_confidence else None,
-                           search_ms=min(MAX_USER_SEARCH_MS, max(40.0, float(search_ms or DEFAULT_SEARCH_MS))))
+                           search_ms=float(search_ms or DEFAULT_SEARCH_MS))
+    except UserError as exc:  # the same limits and words as the command line
+        raise gr.Error(str(exc)) from exc
     except (TypeError, ValueError) as exc:
         raise gr.Error(f"An option is not a number: {exc}") from exc
     cleanup_stale(SETTINGS.temp_dir, SETTINGS.retention_s)
     with job(SETTINGS.temp_dir) as j:
         try:
-            yield from j.follow(_run(j, path, opts.engine, opts, manual_ms, progress))
+            yield from j.follow(_run(j, path, opts, manual_ms, progress))
         except gr.Error:
             raise
-        except (MediaError, EngineUnavailable, WeightsError) as exc:
+        except USER_FACING as exc:
             j.log.info("refused: %s", exc)
             raise gr.Error(str(exc)) from exc
         except Exception as exc:
@@ -245,12 +238,11 @@ def build_demo(settings: Settings = SETTINGS) -> gr.Blocks:
                 with gr.Accordion("Options", open=False):
                     engine = gr.Dropdown(list(ENGINES), value="auto", label="Engine",
                                          info="auto: SyncNet when its weights are present, else the weight-free cca")
-                    search = gr.Number(DEFAULT_SEARCH_MS, label="Search range (± ms)", minimum=40,
-                                       maximum=MAX_USER_SEARCH_MS)
-                    iters = gr.Number(DEFAULT_MAX_ITERATIONS, label="Maximum iterations", precision=0, minimum=1,
-                                      maximum=10)
+                    # No widget limits: SyncOptions checks the values, with the command line's words.
+                    search = gr.Number(DEFAULT_SEARCH_MS, label=f"Search range (± ms, up to {MAX_USER_SEARCH_MS:.0f})")
+                    iters = gr.Number(DEFAULT_MAX_ITERATIONS, label="Maximum iterations", precision=0)
                     conf = gr.Number(None, label="Confidence threshold (0 or empty: the engine's own)")
-                    tol = gr.Number(DEFAULT_TOLERANCE_MS, label="Tolerance (ms)", minimum=0)
+                    tol = gr.Number(DEFAULT_TOLERANCE_MS, label="Tolerance (ms)")
                     manual = gr.Number(None, label="Manual shift in ms (0 or empty: measure; > 0 moves the audio "
                                                    "earlier, < 0 later, without measuring)")
                 button = gr.Button("Sync", variant="primary", elem_id="sync_btn")

@@ -1,7 +1,44 @@
-"""The SyncFix pipeline: any video in, measured, corrected, verified file out.
+"""The SyncFix pipeline: any video in, measured, corrected, verified file out. Knows nothing of Gradio.
 
-Built on :mod:`syncnet`; knows nothing of Gradio. media (probe, decode), faces and tracking, analysis (one
-decoding pass), engines and cca (estimation), sync (the iterate-shift-verify generator), correct (writing the
-shifted file), cli (``python -m pipeline detect|fix|batch``), batch and executors (collections, on a local
-process pool or Ray), plots, preview and jobs (for the app).
+The public Python API (served lazily, so ``import pipeline`` is cheap)::
+
+    from pipeline import SyncOptions, sync_video, fix_video, batch_fix
+
+* :func:`sync_video` (path, opts=SyncOptions(...)): a generator of :class:`IterationEvent` then one
+  :class:`SyncResult`, with the engines ``opts.engine`` names chosen as ``detect`` chooses them;
+* :func:`fix_video` (path, out=None, opts=None, apply_ms=None, force=False): ``fix``'s report as a dict;
+  :func:`fix_events` is the same flow as events, ending with a :class:`FixDone`;
+* :func:`batch_fix` (inputs, outdir, **options): ``batch``, returning its :class:`Summary`;
+* :class:`UserError` and ``USER_FACING``: the errors every entry point reports to the user.
+
+Modules, bottom up: media (probe, decode), faces and tracking, analysis (one decoding pass), estimates (the
+estimate type and engine protocol), engines (SyncNet's engine, selection) and cca (the weight-free engine),
+sync (the iterate-shift-verify generator), correct (writing the shifted file), fix (the one fix flow),
+arguments and cli (``python -m pipeline``), tasks, executors and batch (collections, on a local process
+pool or Ray), plots, preview and jobs (for the app).
 """
+
+from __future__ import annotations
+
+__all__ = [
+    "USER_FACING", "FixDone", "IterationEvent", "Summary", "SyncOptions", "SyncResult", "UserError", "batch_fix",
+    "fix_events", "fix_video", "sync_video",
+]
+
+_LAZY = {
+    "SyncOptions": "sync", "SyncResult": "sync", "IterationEvent": "sync", "sync_video": "sync",
+    "fix_video": "fix", "fix_events": "fix", "FixDone": "fix", "batch_fix": "batch", "Summary": "batch",
+    "UserError": "errors", "USER_FACING": "errors",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

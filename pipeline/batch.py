@@ -7,7 +7,7 @@ Public interface (names and JSON fields are contracts)::
 * INPUT: video files, folders (searched recursively for video extensions), globs, or lists of paths
   (``.txt``/``.lst``: one per line, ``#`` comments; ``.csv``: a ``path``/``video``/``file`` column or the
   first one). Paths in a list are relative to the list's folder.
-* Each video goes through :func:`pipeline.cli.fix_video`, the code of ``python -m pipeline fix``. A shifted
+* Each video goes through :func:`pipeline.fix.fix_video`, the code of ``python -m pipeline fix``. A shifted
   video is written to ``OUTDIR/<its path relative to the inputs' common folder>``; one JSON line per video
   goes to ``OUTDIR/report.jsonl`` with at least ``path``, ``decision`` (in_sync|shift|uncertain|error),
   ``audio_lag_ms``, ``confidence``, ``engine``, ``output`` and ``error``. The last line for a path is its
@@ -28,32 +28,32 @@ import argparse
 import csv
 import fcntl
 import glob
-import hashlib
 import json
 import logging
 import os
-import resource
-import shutil
-import socket
 import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from syncnet.media import MediaError
-from syncnet.weights import WeightsError, sha256_of
+from syncnet.weights import sha256_of
 
-from .cli import UserError, checked_input, fix_video
-from .engines import EngineUnavailable
-from .sync import DEFAULT_MAX_ITERATIONS, DEFAULT_SEARCH_MS, DEFAULT_TOLERANCE_MS, SyncOptions
+from .arguments import add_options, sync_options
+from .errors import UserError
+from .tasks import (  # noqa: F401 - the task types and process_task are part of the batch API
+    PIPELINE_VERSION,
+    BatchSettings,
+    BatchTask,
+    base_record,
+    failed_record,
+    process_task,
+)
 
 log = logging.getLogger(__name__)
 
-#: Bumped when a change to the pipeline changes results: finished lines from another version are redone.
-PIPELINE_VERSION = "0.1.0"
 #: What a folder search picks up (any file named on the command line is tried whatever its extension).
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts",
                               ".m2ts", ".flv", ".wmv", ".3gp", ".ogv", ".mxf", ".dv", ".vob"})
@@ -169,36 +169,6 @@ def collect_inputs(inputs: Iterable[str], exclude: Path | None = None) -> list[B
 
 # -------------------------------------------------------------------------------------------- settings
 
-@dataclass(frozen=True)
-class BatchSettings:
-    """What every video is processed with; the fields that change results make up the fingerprint."""
-
-    engine: str = "auto"
-    weights: str | None = None
-    device: str | None = None
-    max_iterations: int = DEFAULT_MAX_ITERATIONS
-    tolerance_ms: float = DEFAULT_TOLERANCE_MS
-    min_confidence: float | None = None
-    search_ms: float = DEFAULT_SEARCH_MS
-    force: bool = False
-    max_duration_s: float | None = None
-    max_size_mb: float | None = None
-    copy_in_sync: bool = False
-    threads: int = 1  #: CPU threads per worker (torch, onnxruntime, BLAS)
-    weights_sha256: str | None = None  #: identity of the weights the engine reads (None: none used)
-
-    def options(self) -> SyncOptions:
-        return SyncOptions(engine=self.engine, weights=self.weights, device=self.device,
-                           max_iterations=self.max_iterations, tolerance_ms=self.tolerance_ms,
-                           min_confidence=self.min_confidence, search_ms=self.search_ms)
-
-    def fingerprint(self) -> str:
-        """Short hash of everything that changes a video's result (not device, threads or weights' path)."""
-        relevant = {k: v for k, v in asdict(self).items() if k not in ("device", "threads", "weights")}
-        relevant["version"] = PIPELINE_VERSION
-        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def resolve_settings(args: argparse.Namespace, threads: int) -> BatchSettings:
     """The batch's settings with ``auto`` and the weights made definite, once, in the driver.
 
@@ -207,7 +177,6 @@ def resolve_settings(args: argparse.Namespace, threads: int) -> BatchSettings:
     """
     from syncnet.weights import default_weights_path
 
-    from .cli import sync_options
     from .engines import resolve_engine
 
     opts = sync_options(args)  # the same checks as fix
@@ -220,96 +189,6 @@ def resolve_settings(args: argparse.Namespace, threads: int) -> BatchSettings:
                          search_ms=opts.search_ms, force=args.force, max_duration_s=args.max_duration_s,
                          max_size_mb=args.max_size_mb, copy_in_sync=args.copy_in_sync, threads=threads,
                          weights_sha256=sha)
-
-
-# ---------------------------------------------------------------------------------------------- tasks
-
-@dataclass(frozen=True)
-class BatchTask:
-    """What a worker needs for one video: plain strings, so it pickles to any process or node."""
-
-    path: str
-    output: str
-    rel: str
-    size: int = 0
-    mtime_ns: int = 0
-    sha256: str | None = None  #: None: the worker hashes the file
-    key: str | None = None  #: content hash + settings fingerprint: equal keys, equal results
-    missing: str | None = None
-    fingerprint: str = ""
-
-    def with_hash(self, sha256: str) -> BatchTask:
-        return replace(self, sha256=sha256, key=f"{sha256}:{self.fingerprint}")
-
-
-def base_record(task: BatchTask) -> dict:
-    """Every line has every field, so the report reads as a table; a failure keeps the defaults."""
-    return {"path": task.path, "rel": task.rel, "decision": "error", "audio_lag_ms": None, "confidence": None,
-            "p_correct": None, "engine": None, "output": None, "error": None, "error_kind": None, "reason": None,
-            "applied_shift_ms": None, "verified_shift_ms": None, "duration_s": None, "fps": None,
-            "key": task.key, "sha256": task.sha256, "size": task.size, "mtime_ns": task.mtime_ns}
-
-
-def failed_record(task: BatchTask, message: str, kind: str) -> dict:
-    """The line for a video whose worker died, hung or could not run it."""
-    return {**base_record(task), "error": message, "error_kind": kind,
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-
-
-def _copy_into(src: Path, dst: Path) -> None:
-    """``dst`` becomes a copy of ``src`` (a hard link when on the same file system), atomically."""
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.copying")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copy2(src, tmp)
-    os.replace(tmp, dst)
-
-
-def process_task(task: BatchTask, settings: BatchSettings) -> dict:
-    """Run ``fix`` on one video and return its report line. Never raises: a failure is a line too.
-
-    Runs in a worker process (local pool or Ray task); imports nothing of the driver's state.
-    """
-    t0 = time.perf_counter()
-    record = base_record(task)
-    try:
-        if task.missing:
-            raise UserError(task.missing)
-        if task.sha256 is None:
-            try:
-                task = task.with_hash(sha256_of(Path(task.path)))
-            except OSError as exc:
-                raise UserError(f"{task.path}: cannot read it ({exc.strerror})") from exc
-            record.update(sha256=task.sha256, key=task.key)
-        path, info = checked_input(task.path, settings.max_duration_s, settings.max_size_mb)
-        out = Path(task.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        t_fix = time.perf_counter()
-        report = fix_video(path, info, out, settings.options(), force=settings.force, curves=False)
-        timings = dict(report.get("timings") or {})
-        timings["total_fix_s"] = round(time.perf_counter() - t_fix, 3)
-        if report["output"] is None and settings.copy_in_sync and report["decision"] == "in_sync":
-            _copy_into(path, out)
-            report["output"] = str(out)
-        record.update({k: report.get(k) for k in ("decision", "audio_lag_ms", "confidence", "p_correct", "engine",
-                                                  "output", "reason", "applied_shift_ms", "verified_shift_ms",
-                                                  "duration_s", "fps")})
-        record["timings"] = timings
-        if report.get("warnings"):
-            record["warnings"] = report["warnings"]
-    except (UserError, MediaError) as exc:
-        record.update(error=str(exc), error_kind="input")
-    except (WeightsError, EngineUnavailable) as exc:
-        record.update(error=str(exc), error_kind="setup")
-    except Exception as exc:  # noqa: BLE001 - one bad video must never stop the batch: recorded, retried on rerun
-        log.exception("internal error on %s", task.path)
-        record.update(error=f"internal error: {type(exc).__name__}: {exc}", error_kind="internal")
-    record.update(elapsed_s=round(time.perf_counter() - t0, 3), host=socket.gethostname(), pid=os.getpid(),
-                  worker_peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-                  finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    return record
 
 
 # --------------------------------------------------------------------------------------------- report
@@ -726,9 +605,9 @@ def batch_fix(inputs: Iterable[str | os.PathLike], outdir: str | os.PathLike, **
     ``engine="cca"``, ``copy_in_sync=True``, ``timeout_s=600``... Raises :class:`UserError` for bad usage, as
     the command exits 2; a summary with ``interrupted`` set when Ctrl-C stopped it.
     """
-    from .cli import build_parser
-
-    args = build_parser().parse_args(["batch", "-o", os.fspath(outdir), "--no-progress", "--",
+    parser = argparse.ArgumentParser(prog="python -m pipeline")
+    add_batch_parser(parser.add_subparsers(dest="command", required=True), add_options)
+    args = parser.parse_args(["batch", "-o", os.fspath(outdir), "--no-progress", "--",
                                       *map(os.fspath, inputs)])
     for name, value in options.items():
         if name in ("command", "inputs", "output") or not hasattr(args, name):

@@ -31,7 +31,7 @@ from syncnet.audio import mfcc
 from syncnet.constants import SAMPLE_RATE
 
 from .analysis import Analysis, FaceTrack
-from .engines import Estimate, shift_audio
+from .estimates import Estimate, shift_audio
 from .media import GRID_FPS
 
 log = logging.getLogger(__name__)

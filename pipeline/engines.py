@@ -7,6 +7,9 @@ special cases:
 * ``measure(prepared, shift_ms, search_ms)`` scores the audio moved earlier by ``shift_ms`` over lags
   within +/- ``search_ms`` and returns an :class:`Estimate` whose ``audio_lag_ms`` is the residual lag;
 * ``extend(prepared, estimate)`` adds material while the estimate is borderline (False when it will not).
+
+The estimate type, the engine protocol and the audio shift live in :mod:`pipeline.estimates`, which every
+engine imports; this module holds SyncNet's engine and the engine selection.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,71 +26,15 @@ from syncnet.constants import EMBED_DIM, MFCC_PER_FRAME, MFCC_WINDOW, SAMPLE_RAT
 from syncnet.scoring import FRAME_MS, score_distances
 
 from .analysis import Analysis, FaceTrack
+from .errors import EngineUnavailable
+from .estimates import Engine, Estimate, shift_audio  # noqa: F401 - re-exported for engine users
 from .media import GRID_FPS
 
 if TYPE_CHECKING:
     from syncnet.inference import Embedder
 
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """One engine's reading of one track at one audio shift."""
-
-    engine: str
-    audio_lag_ms: float  #: residual lag of the shifted audio (> 0 = sound still after the lips)
-    confidence: float
-    confident: bool
-    edge: bool  #: the best lag is at the end of the searched range
-    search_ms: float
-    lags_ms: np.ndarray  #: x of the curve: candidate residual lags
-    curve: np.ndarray  #: y of the curve
-    curve_label: str
-    best_is_min: bool  #: True when the best lag is the curve's minimum (distances), False for a maximum
-    windows: int  #: analysis windows that went into it
-    window_times_s: np.ndarray = field(default_factory=lambda: np.zeros(0))  #: times along the clip
-    window_confidence: np.ndarray = field(default_factory=lambda: np.zeros(0))  #: confidence there
-    extra: dict[str, Any] = field(default_factory=dict)
-    #: The chance that ``audio_lag_ms`` is within 40 ms, from a calibration measured on the dev set; None for
-    #: an engine whose calibration cannot be measured here (SyncNet: its weights are not available).
-    p_correct: float | None = None
-
-    def to_dict(self, curve: bool = True) -> dict:
-        out = {"engine": self.engine, "audio_lag_ms": round(float(self.audio_lag_ms), 3),
-               "confidence": round(float(self.confidence), 4), "confident": bool(self.confident),
-               "p_correct": None if self.p_correct is None else round(float(self.p_correct), 4),
-               "edge": bool(self.edge), "search_ms": float(self.search_ms), "windows": int(self.windows),
-               "curve_label": self.curve_label, "best_is_min": bool(self.best_is_min), **self.extra}
-        if curve:
-            out["lags_ms"] = [round(float(x), 3) for x in self.lags_ms]
-            out["curve"] = [round(float(x), 5) for x in self.curve]
-        return out
-
-
-class Engine(Protocol):
-    name: str
-    min_confidence: float
-    min_frames: int  #: shortest face track (grid frames, with speech) the engine can read
-
-    def prepare(self, analysis: Analysis, track: FaceTrack) -> Any: ...
-
-    def measure(self, prepared: Any, shift_ms: float, search_ms: float) -> Estimate: ...
-
-    def extend(self, prepared: Any, estimate: Estimate | None = None) -> bool: ...
-
-
-def shift_audio(audio: np.ndarray, shift_ms: float, rate: int = SAMPLE_RATE) -> np.ndarray:
-    """The audio moved earlier by ``shift_ms`` (later when negative), sample-exact, same length, silence-filled."""
-    d = int(round(shift_ms * rate / 1000.0))
-    if d == 0:
-        return audio
-    out = np.zeros_like(audio)
-    if d > 0:
-        out[: max(0, len(audio) - d)] = audio[d:]
-    else:
-        out[-d:] = audio[: len(audio) + d] if len(audio) + d > 0 else out[-d:]
-    return out
 
 
 def speech_energy(audio: np.ndarray, n_frames: int) -> np.ndarray:
@@ -253,10 +200,6 @@ def _empty_estimate(name: str, search_ms: float, label: str, best_is_min: bool) 
     return Estimate(engine=name, audio_lag_ms=0.0, confidence=0.0, confident=False, edge=False, search_ms=search_ms,
                     lags_ms=np.zeros(0), curve=np.zeros(0), curve_label=label, best_is_min=best_is_min, windows=0,
                     extra={"empty": True})
-
-
-class EngineUnavailable(RuntimeError):  # noqa: N818 - reads as a state, like FileNotFound
-    """The requested engine cannot run here (e.g. SyncNet without weights); the message says what to do."""
 
 
 _embedders: dict[tuple[str, str | None], Embedder] = {}

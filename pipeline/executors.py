@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
-from .batch import BatchSettings, BatchTask, failed_record, process_task
+from .tasks import BatchSettings, BatchTask, failed_record, process_task
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +216,7 @@ def ray_resources(uses_syncnet: bool, device: str | None, cluster: dict[str, flo
     CPU of the cluster work: decoding and face tracking, not SyncNet, bound the throughput (one GPU scores
     ~30x faster than one core decodes and tracks: see the README), so a GPU is shared by its node's CPUs.
     """
-    from .cli import UserError
+    from .errors import UserError
 
     gpus = cluster.get("GPU", 0)
     if not uses_syncnet or device == "cpu" or (gpus <= 0 and not (device and device.startswith("cuda"))):
@@ -258,7 +258,7 @@ class RayRunner:
         try:
             import ray
         except ImportError as exc:
-            from .cli import UserError
+            from .errors import UserError
 
             raise UserError("--ray needs Ray: pip install -r requirements-ray.txt") from exc
         here = Path(__file__).resolve().parent
@@ -274,7 +274,7 @@ class RayRunner:
                 ray.init(address=self.address, log_to_driver=False, runtime_env=runtime_env,
                          logging_level=logging.WARNING)
             except (ConnectionError, RuntimeError, ray.exceptions.RayError) as exc:
-                from .cli import UserError
+                from .errors import UserError
 
                 first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
                 hint = ("; a cluster with token authentication needs RAY_AUTH_MODE=token and its token "

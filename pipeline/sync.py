@@ -21,7 +21,9 @@ from typing import Any
 import numpy as np
 
 from .analysis import MIN_TRACK_FRAMES, Analysis, FaceTrack, analyse, scorable, speech_frames
-from .engines import Engine, Estimate
+from .engines import ENGINES, select_engines
+from .errors import UserError
+from .estimates import Engine, Estimate
 from .media import MediaInfo
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,18 @@ class SyncOptions:
     min_confidence: float | None = None  #: None = the engine's own threshold
     search_ms: float = DEFAULT_SEARCH_MS
     max_search_ms: float = MAX_SEARCH_MS
+
+    def __post_init__(self) -> None:
+        """One set of limits for every entry point: the CLI, the batch, the app and Python callers get the
+        same :class:`~pipeline.errors.UserError` (named by the command-line flag) for the same bad value."""
+        if self.engine not in ENGINES:
+            raise UserError(f"--engine must be one of {', '.join(ENGINES)}, not {self.engine!r}")
+        if self.max_iterations < 1:
+            raise UserError("--max-iterations must be at least 1")
+        if not 0 < self.search_ms <= MAX_USER_SEARCH_MS:
+            raise UserError(f"--search-ms must be between 0 and {MAX_USER_SEARCH_MS:.0f}")
+        if self.tolerance_ms < 0:
+            raise UserError("--tolerance-ms must not be negative")
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -176,16 +190,23 @@ def _first_estimate(engine: Engine, prepared: Any, opts: SyncOptions) -> list[Es
     return out
 
 
-def sync_video(path: str | Path, engine: Engine, opts: SyncOptions | None = None, *, engine_reason: str = "",
-               cross_check: Engine | None = None, analysis: Analysis | None = None, info: MediaInfo | None = None,
+def sync_video(path: str | Path, engine: Engine | None = None, opts: SyncOptions | None = None, *,
+               engine_reason: str = "", cross_check: Engine | None = None, analysis: Analysis | None = None,
+               info: MediaInfo | None = None,
                progress: ProgressFn | None = None) -> Iterator[IterationEvent | SyncResult]:
     """Measure ``path``: yield an :class:`IterationEvent` per iteration, then one :class:`SyncResult`.
 
-    ``cross_check`` is a second engine read once on the chosen face: two confident readings more than
-    40 ms apart make the answer uncertain; when only the second is confident, it decides (and iterates).
-    Raises ``MediaError`` for input that cannot be used (no audio, no video, unreadable).
+    ``engine`` None: the engines ``opts.engine`` names, chosen as ``detect`` chooses them
+    (:func:`pipeline.engines.select_engines`: ``auto`` is SyncNet with its cca cross-check, or cca), so
+    this Python path and the command line decide alike. ``cross_check`` is a second engine read once on
+    the chosen face: two confident readings more than 40 ms apart make the answer uncertain; when only the
+    second is confident, it decides (and iterates). Raises ``MediaError`` for input that cannot be used
+    (no audio, no video, unreadable), ``EngineUnavailable`` for an engine that cannot run here.
     """
     opts = opts or SyncOptions()
+    if engine is None:
+        choice = select_engines(opts.engine, opts.weights, opts.device, opts.min_confidence)
+        engine, cross_check, engine_reason = choice.primary, choice.cross_check, choice.reason
     if opts.min_confidence is not None:
         engine.min_confidence = opts.min_confidence
     t0 = time.perf_counter()

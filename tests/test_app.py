@@ -164,3 +164,24 @@ def test_too_large_is_refused_before_processing(server, tmp_path, example_avi):
         urllib.request.urlopen(req, timeout=60)
     assert err.value.code in (400, 413)
     assert b"size" in err.value.read().lower()
+
+
+def test_the_app_and_the_cli_give_the_same_result_on_the_same_input(client, example_avi, capsys):
+    from pipeline.cli import main
+
+    _, final = _run(client, example_avi, search_ms=600)
+    app_report = json.loads(Path(final[5]).read_text())
+    assert main(["detect", str(example_avi), "--engine", "cca", "--search-ms", "600", "--json", "--no-curves"]) == 0
+    cli_report = json.loads(capsys.readouterr().out)
+    for key in ("decision", "audio_lag_ms", "confidence", "p_correct", "engine", "measured_lag_ms"):
+        assert app_report[key] == cli_report[key], key
+
+
+def test_the_app_and_the_cli_give_the_same_error_on_the_same_input(client, example_avi, capsys):
+    from pipeline.cli import main
+
+    assert main(["detect", str(example_avi), "--engine", "cca", "--search-ms", "20000", "--json"]) == 2
+    cli_error = capsys.readouterr().err.strip().removeprefix("error: ")
+    assert cli_error == "--search-ms must be between 0 and 10000"
+    with pytest.raises(AppError, match=cli_error):
+        _run(client, example_avi, search_ms=20000)

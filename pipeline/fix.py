@@ -1,0 +1,188 @@
+"""The one fix flow: probe a video within the limits, measure, decide, write, verify, report.
+
+:func:`fix_events` yields what :func:`pipeline.sync.sync_video` yields (every iteration, then the
+decision) and ends with a :class:`FixDone` (the written file, applied and verified shift, the report).
+``python -m pipeline fix`` and every batch task run it to the end through :func:`fix_video`; the app turns
+its events into widgets; ``--apply-ms`` and the app's manual shift are its ``apply_ms``. ``detect`` runs
+:func:`measure`. All of them select the engines the same way (:func:`measure_events`), so the cross-check
+of ``auto`` is never kept on one path and lost on another.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UserError
+from .media import MediaInfo
+from .sync import IterationEvent, ProgressFn, SyncOptions, SyncResult, sync_video
+
+log = logging.getLogger(__name__)
+
+#: A measuring step: (path, options, probed facts, progress) -> the events of ``sync_video``. The app passes
+#: its GPU-scheduled wrapper of :func:`measure_events`; everything else uses it directly.
+MeasureFn = Callable[[Path, SyncOptions, MediaInfo | None, ProgressFn | None], Iterator[IterationEvent | SyncResult]]
+
+
+@dataclass(frozen=True)
+class FixDone:
+    """The end of :func:`fix_events`: what was written (if anything) and the report."""
+
+    report: dict  #: the ``detect`` fields plus ``output``, ``applied_shift_ms``, ``verified_shift_ms``
+    result: SyncResult | None  #: None when a known shift was applied without measuring
+    output: Path | None
+    applied_shift_ms: float
+    verified_shift_ms: float | None
+
+
+def measure_events(path: Path, opts: SyncOptions, info: MediaInfo | None = None,
+                   progress: ProgressFn | None = None) -> Iterator[IterationEvent | SyncResult]:
+    """``sync_video`` with the engines the options ask for (``auto``: SyncNet and its cca cross-check, or cca)."""
+    yield from sync_video(path, None, opts, info=info, progress=progress)
+
+
+def _progress_bar(enabled: bool):
+    """A tqdm bar on stderr driven by the generator's (stage, fraction) progress calls."""
+    if not enabled:
+        return None, None
+    from tqdm import tqdm
+
+    bar = tqdm(total=100, file=sys.stderr, leave=False, bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}")
+
+    def update(stage: str, frac: float) -> None:
+        bar.set_description_str(stage)
+        bar.n = int(frac * 100)
+        bar.refresh()
+
+    return bar, update
+
+
+def _drain(make: Callable[[ProgressFn | None], Iterator], progress: bool) -> object:
+    """Run the event stream ``make(progress_fn)`` to its last item, with a progress bar on stderr when asked."""
+    bar, update = _progress_bar(progress)
+    last = None
+    try:
+        for ev in make(update):
+            if isinstance(ev, IterationEvent):
+                log.info("iteration %d: lag %+.1f ms (residual %+.1f), confidence %.3f", ev.iteration,
+                         ev.audio_lag_ms, ev.residual_ms, ev.confidence)
+            last = ev
+    finally:
+        if bar is not None:
+            bar.close()
+    return last
+
+
+def measure(path: Path, opts: SyncOptions, progress: bool = False, info: MediaInfo | None = None) -> SyncResult:
+    """``detect``: measure and decide, nothing written."""
+    result = _drain(lambda update: measure_events(path, opts, info, update), progress)
+    assert isinstance(result, SyncResult)
+    return result
+
+
+def checked_input(video: str | Path, max_duration_s: float | None = None,
+                  max_size_mb: float | None = None) -> tuple[Path, MediaInfo]:
+    """The input path and its facts, probed once and within the limits (UserError/MediaError otherwise)."""
+    from .media import check_limits, probe
+
+    path = _input(str(video))
+    info = probe(path)
+    max_bytes = int(max_size_mb * 1e6) if max_size_mb is not None else None
+    check_limits(info, max_duration_s, max_bytes)
+    return path, info
+
+
+def _input(video: str) -> Path:
+    p = Path(video)
+    if not p.exists():
+        raise UserError(f"{video}: no such file")
+    if p.is_dir():
+        raise UserError(f"{video}: is a folder, not a video file")
+    return p
+
+
+def manual_report(info: MediaInfo, apply_ms: float) -> dict:
+    """The report of a known shift applied without measuring (``--apply-ms``, the app's manual shift)."""
+    return {"audio_lag_ms": apply_ms, "confidence": None, "p_correct": None, "decision": "shift",
+            "reason": f"applied as requested: remove {apply_ms:+.1f} ms (--apply-ms)",
+            "engine": "manual", "engine_reason": "--apply-ms given: nothing measured",
+            "fps": info.video.fps if info.video else None, "duration_s": info.duration_s, "tracks": [],
+            "iterations": [], "input": info.to_dict()}
+
+
+def fix_events(path: Path, out: Path, opts: SyncOptions | None, *, info: MediaInfo, apply_ms: float | None = None,
+               force: bool = False, curves: bool = True, progress: ProgressFn | None = None,
+               measure_fn: MeasureFn = measure_events) -> Iterator[IterationEvent | SyncResult | FixDone]:
+    """Measure (unless ``apply_ms`` is given), decide, and write the corrected copy to ``out`` when it shifts.
+
+    Yields every iteration and the decision as ``sync_video`` does, then one :class:`FixDone`. Only a
+    "shift" writes (or, with ``force``, an uncertain reading). The written file is decoded again and its
+    shift measured against the input. Raises :class:`UserError` for an output that would replace the input
+    or change its container.
+    """
+    from .correct import measure_shift, write_shifted
+
+    if out.resolve() == path.resolve():
+        raise UserError("the output must not be the input file: choose another -o")
+    if out.suffix.lower() != path.suffix.lower():
+        raise UserError(f"the output keeps the input's container: use a {path.suffix} name for -o")
+    stage = progress or (lambda name, frac: None)
+    result: SyncResult | None = None
+    if apply_ms is not None:
+        summary = manual_report(info, apply_ms)
+        lag: float | None = apply_ms
+    else:
+        assert opts is not None, "options are needed to measure"
+        for ev in measure_fn(path, opts, info, progress):
+            yield ev
+            if isinstance(ev, SyncResult):
+                result = ev
+        assert result is not None
+        summary = result.to_report(curves=curves)
+        lag = result.audio_lag_ms
+        if result.decision == "uncertain" and force and result.measured_lag_ms is not None:
+            lag = result.measured_lag_ms
+            summary["reason"] += f"; applied anyway (--force): {lag:+.1f} ms"
+        elif result.decision != "shift":
+            lag = None
+    summary.update(output=None, applied_shift_ms=0.0, verified_shift_ms=None)
+    if lag is None:
+        yield FixDone(summary, result, None, 0.0, None)
+        return
+    stage("writing", 0.0)
+    written = write_shifted(path, out, lag)
+    stage("verifying", 0.0)
+    verified = measure_shift(path, written.output)
+    summary.update(output=str(written.output), applied_shift_ms=round(written.applied_shift_ms, 3),
+                   verified_shift_ms=round(verified, 3))
+    if abs(verified - written.applied_shift_ms) > 1.0:
+        log.warning("the written file measures %+.2f ms against the input, expected %+.2f ms", verified,
+                    written.applied_shift_ms)
+    yield FixDone(summary, result, written.output, written.applied_shift_ms, verified)
+
+
+def fix_video(path: str | Path, out: str | Path | None = None, opts: SyncOptions | None = None, *,
+              info: MediaInfo | None = None, apply_ms: float | None = None, force: bool = False, curves: bool = True,
+              progress: bool = False, max_duration_s: float | None = None, max_size_mb: float | None = None) -> dict:
+    """:func:`fix_events` run to the end; returns its report (``fix``'s JSON).
+
+    This is the whole of ``fix``: the command and every batch task run exactly this, so a batch and ``fix``
+    one by one give the same results. ``out`` defaults to ``NAME.synced.EXT`` beside the input (never
+    overwriting anything); ``info`` is probed (within the limits) when not given; ``opts`` defaults to
+    :class:`SyncOptions` () unless ``apply_ms`` skips measuring.
+    """
+    from .correct import default_output_path
+
+    if info is None:
+        path, info = checked_input(path, max_duration_s, max_size_mb)
+    path = Path(path)
+    out = Path(out) if out is not None else default_output_path(path)
+    if opts is None and apply_ms is None:
+        opts = SyncOptions()
+    done = _drain(lambda update: fix_events(path, out, opts, info=info, apply_ms=apply_ms, force=force,
+                                            curves=curves, progress=update), progress)
+    assert isinstance(done, FixDone)
+    return done.report
