@@ -101,7 +101,7 @@ def child_ours(clip: str, weights: str) -> dict:
     import contextlib
     import io
 
-    from syncnet.score import main
+    from syncnet.cli import main
 
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):

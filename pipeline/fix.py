@@ -123,7 +123,8 @@ def fix_events(path: Path, out: Path, opts: SyncOptions | None, *, info: MediaIn
     shift measured against the input. Raises :class:`UserError` for an output that would replace the input
     or change its container.
     """
-    from .correct import measure_shift, write_shifted
+    from .correct import write_shifted
+    from .verify import measure_shift
 
     if out.resolve() == path.resolve():
         raise UserError("the output must not be the input file: choose another -o")

@@ -1,7 +1,7 @@
-"""``python -m syncnet``: see :mod:`syncnet.score`."""
+"""``python -m syncnet``: see :mod:`syncnet.cli`."""
 
 import sys
 
-from .score import main
+from .cli import main
 
 sys.exit(main())

@@ -13,7 +13,7 @@ gradio_client = pytest.importorskip("gradio_client", reason="gradio_client comes
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
-from pipeline.correct import measure_shift  # noqa: E402
+from pipeline.verify import measure_shift  # noqa: E402
 
 
 @pytest.fixture(scope="module")

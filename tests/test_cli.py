@@ -72,7 +72,7 @@ def _shifted_copy(src: Path, dst: Path, lag_ms: float) -> Path:
 
 @pytest.mark.parametrize("lag", [+137.5, -66.3])
 def test_fix_apply_ms_restores_a_shifted_copy(tmp_path, example_avi, lag):
-    from pipeline.correct import measure_shift
+    from pipeline.verify import measure_shift
 
     late = _shifted_copy(example_avi, tmp_path / "late.avi", lag)
     before = _sha(late)
@@ -121,7 +121,7 @@ def test_fix_keeps_streams_at_any_frame_rate(tmp_path, example_avi, rate, capsys
     from media_factory import write_clip
 
     from pipeline.cli import main
-    from pipeline.correct import measure_shift
+    from pipeline.verify import measure_shift
     from syncnet.media import load_audio
 
     speech = load_audio(example_avi)[: 16000 * 4]

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 from media_factory import speech, write_av_clip
 
-from pipeline.correct import WriteResult, default_output_path, measure_shift, write_shifted
+from pipeline.correct import WriteResult, default_output_path, write_shifted
+from pipeline.verify import measure_shift
 from syncnet.media import MediaError, load_audio
 
 TOL_MS = 1.0

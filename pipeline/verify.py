@@ -1,0 +1,83 @@
+"""Verification of a written correction: how far a file's audio was actually moved against the original's.
+
+Kept apart from the writer (:mod:`pipeline.correct`): the fix flow writes, then asks this module, which
+reads both files afresh, so a writer bug cannot hide behind its own bookkeeping.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from syncnet.media import MediaError, load_audio
+
+log = logging.getLogger(__name__)
+
+#: The rate :func:`measure_shift` compares at (what :func:`syncnet.media.load_audio` gives).
+MEASURE_RATE = 16000
+#: :func:`measure_shift` looks at no more than this much audio, so long files stay fast.
+MEASURE_SECONDS = 60.0
+#: Audio quieter than this (peak, int16 units) counts as silence: there is nothing to correlate.
+SILENCE_PEAK = 8
+
+
+def _overlap_energy(cum_a: np.ndarray, cum_b: np.ndarray, lags: np.ndarray, len_a: int,
+                    len_b: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per lag s, sqrt(sum a[n+s]^2 * sum b[n]^2) over the n where both exist (0 where they do not overlap)."""
+    lo = np.maximum(0, -lags)
+    hi = np.minimum(len_b, len_a - lags)
+    hi = np.maximum(hi, lo)
+    energy_b = cum_b[hi] - cum_b[lo]
+    energy_a = cum_a[hi + lags] - cum_a[lo + lags]
+    return np.sqrt(np.maximum(energy_a, 0.0) * np.maximum(energy_b, 0.0)), hi - lo
+
+
+def measure_shift(original: Path, corrected: Path, max_ms: float = 2500.0) -> float:
+    """How far ``corrected``'s audio was moved EARLIER than ``original``'s, in ms (negative: later).
+
+    Same sign as ``lag_ms`` in :func:`write_shifted`, so ``measure_shift(src, write_shifted(src, dst,
+    L).output)`` is L. Both first audio streams are decoded to 16 kHz mono, each aligned to its own video
+    (:func:`syncnet.media.load_audio`), and cut to the first minute; the lag within +/-``max_ms`` with the
+    highest normalised cross-correlation wins, refined below a sample by a parabola through the peak.
+    Normalising each lag by the energy of the overlapping parts keeps silence added at either end (what a
+    shift does) from pulling the peak, and only lags where at least half of the shorter signal overlaps
+    count, so a lucky match of two short edges cannot win. Raises
+    :class:`~syncnet.media.MediaError` when either file has no audio or only silence.
+    """
+    limit = int(MEASURE_SECONDS * MEASURE_RATE)
+    signals = []
+    for path in (original, corrected):
+        audio = load_audio(path, MEASURE_RATE)[:limit]
+        if audio.size == 0 or int(np.abs(audio.astype(np.int32)).max()) < SILENCE_PEAK:
+            raise MediaError(f"{Path(path).name}: the audio is silent, so there is nothing to measure")
+        signal = audio.astype(np.float64)
+        signals.append(signal - signal.mean())
+    a, b = signals  # corrected[n] = original[n + s]: s > 0 when the audio was moved earlier
+    max_lag = int(round(max_ms * MEASURE_RATE / 1000))
+    nfft = 1 << int(len(a) + len(b) - 1).bit_length()
+    xcorr = np.fft.irfft(np.fft.rfft(a, nfft) * np.conj(np.fft.rfft(b, nfft)), nfft)
+    lags = np.arange(-min(max_lag, len(b) - 1), min(max_lag, len(a) - 1) + 1)
+    raw = xcorr[lags % nfft]  # xcorr[s] = sum_n a[n + s] b[n], negative s wrapped around
+    cum_a = np.concatenate([[0.0], np.cumsum(a * a)])
+    cum_b = np.concatenate([[0.0], np.cumsum(b * b)])
+    norm, overlap = _overlap_energy(cum_a, cum_b, lags, len(a), len(b))
+    valid = (overlap >= min(len(a), len(b)) // 2) & (norm > 0)
+    if not valid.any():
+        raise MediaError(f"{Path(corrected).name}: too little audio to measure a shift of up to {max_ms:g} ms")
+    ncc = np.where(valid, raw / np.where(norm > 0, norm, 1.0), -np.inf)
+    i = int(np.argmax(ncc))
+    peak = float(ncc[i])
+    offset = 0.0
+    if 0 < i < len(lags) - 1 and np.isfinite(ncc[i - 1]) and np.isfinite(ncc[i + 1]):
+        left, right = float(ncc[i - 1]), float(ncc[i + 1])
+        curvature = left - 2 * peak + right
+        if curvature < 0:
+            offset = 0.5 * (left - right) / curvature
+    lag_ms = (lags[i] + offset) * 1000 / MEASURE_RATE
+    if peak < 0.3:
+        log.warning("weak match between %s and %s (normalised correlation %.2f): the measured %+.2f ms may "
+                    "be wrong", Path(original).name, Path(corrected).name, peak, lag_ms)
+    log.debug("measured shift %+.3f ms (normalised correlation %.3f)", lag_ms, peak)
+    return float(lag_ms)
