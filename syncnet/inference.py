@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .audio import audio_windows
+from .errors import UserFacingError
 from .model import CROP_SIZE_RANGE, WINDOW_FRAMES, FastSyncNet, SyncNet, pick_device
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ CUDA_BATCH = 64
 AUDIO_BATCH = 100
 
 
-class CropSizeError(ValueError):
+class CropSizeError(UserFacingError, ValueError):
     """Frames are not the square ~224 px face crops the lip stream needs."""
 
 

@@ -17,6 +17,7 @@ import av
 import numpy as np
 
 from .constants import FPS, SAMPLE_RATE
+from .errors import UserFacingError
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 END_TOLERANCE = Fraction(2, 1000)
 
 
-class MediaError(ValueError):
+class MediaError(UserFacingError, ValueError):
     """The file cannot be used: unreadable, or missing the stream we need. The message says which."""
 
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .errors import UserFacingError
+
 if TYPE_CHECKING:
     import torch
 
@@ -47,7 +49,7 @@ CHUNK = 1 << 20
 TIMEOUT_S = 30
 
 
-class WeightsError(RuntimeError):
+class WeightsError(UserFacingError, RuntimeError):
     """The weights are missing, could not be downloaded, or are not a valid SyncNet checkpoint."""
 
 

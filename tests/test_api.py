@@ -64,7 +64,7 @@ def test_bad_options_are_one_user_error_everywhere(example_avi):
                 dict(tolerance_ms=-1)):
         with pytest.raises(UserError):
             SyncOptions(**bad)
-    assert UserError in USER_FACING
+    assert issubclass(UserError, USER_FACING)
 
 
 def test_import_pipeline_is_cheap():
@@ -89,3 +89,17 @@ def test_imports_run_one_way():
     root = Path(__file__).resolve().parent.parent
     out = subprocess.run([sys.executable, str(tool)], cwd=root, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_every_user_facing_error_has_one_base():
+    from pipeline import USER_FACING, UserError
+    from pipeline.errors import EngineUnavailable
+    from syncnet.errors import UserFacingError
+    from syncnet.inference import CropSizeError
+    from syncnet.media import MediaError
+    from syncnet.weights import WeightsError
+
+    assert USER_FACING == (UserFacingError,)
+    for cls in (UserError, EngineUnavailable, MediaError, WeightsError, CropSizeError):
+        assert issubclass(cls, UserFacingError), cls
+    assert issubclass(MediaError, ValueError) and issubclass(WeightsError, RuntimeError)  # older bases kept
