@@ -278,14 +278,22 @@ def analyse(path: str | Path, info: MediaInfo | None = None, *, stride: int = DE
                     video_truncated=truncated)
 
 
+def frame_rms(audio: np.ndarray, n_frames: int) -> np.ndarray:
+    """RMS of the audio per grid frame (40 ms), zero past the end of the audio. The one RMS helper: speech
+    detection here and SyncNet's choice of blocks to score both read it."""
+    hop = SAMPLES_PER_FRAME
+    n = min(n_frames, len(audio) // hop)
+    out = np.zeros(n_frames)
+    if n:
+        out[:n] = np.sqrt((audio[: n * hop].astype(np.float64).reshape(n, hop) ** 2).mean(axis=1))
+    return out
+
+
 def speech_frames(audio: np.ndarray, n_frames: int) -> np.ndarray:
     """Which grid frames (40 ms) are within talking: RMS above 15 % of the clip's loud end, gaps under 0.5 s
     bridged."""
-    hop = SAMPLES_PER_FRAME
-    n = min(n_frames, len(audio) // hop)
-    rms = np.zeros(n_frames)
-    if n:
-        rms[:n] = np.sqrt((audio[: n * hop].astype(np.float64).reshape(n, hop) ** 2).mean(axis=1))
+    rms = frame_rms(audio, n_frames)
+    n = min(n_frames, len(audio) // SAMPLES_PER_FRAME)
     loud = np.percentile(rms[:n], 95) if n else 0.0
     voiced = rms > max(30.0, 0.15 * loud)
     # speech has short dips between syllables and words: a frame within 0.25 s of a voiced one counts

@@ -29,6 +29,7 @@ import numpy as np
 
 from syncnet.audio import mfcc
 from syncnet.constants import SAMPLE_RATE
+from syncnet.scoring import refine_minimum
 
 from .analysis import Analysis, FaceTrack
 from .estimates import Estimate, shift_audio
@@ -297,13 +298,9 @@ def peak_z(curve: np.ndarray, lags: np.ndarray, best: int) -> float:
 
 
 def parabolic_peak(curve: np.ndarray, best: int, step: float) -> float:
-    """Offset of the vertex of the parabola through the peak and its neighbours, in lag units."""
-    if 0 < best < len(curve) - 1:
-        a, b, c = curve[best - 1], curve[best], curve[best + 1]
-        den = a - 2 * b + c
-        if den < 0:
-            return 0.5 * (a - c) / den * step
-    return 0.0
+    """Offset of the vertex of the parabola through the peak and its neighbours, in lag units (0 at an end
+    or on a flat stretch): :func:`syncnet.scoring.refine_minimum` of the negated curve."""
+    return (refine_minimum(-np.asarray(curve, dtype=np.float64), best) - best) * step
 
 
 def _audio_around(feats: np.ndarray, start: int, n: int, reach: int) -> tuple[int, np.ndarray]:

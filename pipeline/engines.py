@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from syncnet.audio import mfcc
-from syncnet.constants import EMBED_DIM, MFCC_PER_FRAME, MFCC_WINDOW, SAMPLE_RATE, WINDOW_FRAMES
+from syncnet.constants import EMBED_DIM, MFCC_PER_FRAME, MFCC_WINDOW, WINDOW_FRAMES
 from syncnet.scoring import FRAME_MS, score_distances
 
-from .analysis import Analysis, FaceTrack
+from .analysis import Analysis, FaceTrack, frame_rms
 from .errors import EngineUnavailable
 from .estimates import Engine, Estimate, shift_audio  # noqa: F401 - re-exported for engine users
 from .media import GRID_FPS
@@ -35,16 +35,6 @@ if TYPE_CHECKING:
 
 
 log = logging.getLogger(__name__)
-
-
-def speech_energy(audio: np.ndarray, n_frames: int) -> np.ndarray:
-    """RMS per grid frame (40 ms), zero past the end of the audio."""
-    hop = SAMPLE_RATE // GRID_FPS
-    n = min(n_frames, len(audio) // hop)
-    out = np.zeros(n_frames)
-    if n:
-        out[:n] = np.sqrt((audio[: n * hop].astype(np.float64).reshape(n, hop) ** 2).mean(axis=1))
-    return out
 
 
 # --------------------------------------------------------------------------------------------------- SyncNet
@@ -117,7 +107,7 @@ class SyncNetEngine:
                 f += 1
         if not starts:
             return []
-        energy = speech_energy(analysis.audio, track.end + need)
+        energy = frame_rms(analysis.audio, track.end + need)
         score = {s: float(energy[s : s + need].mean()) for s in starts}
         parts = max(1, math.ceil(self.first_windows / b))
         groups = [list(g) for g in np.array_split(np.array(starts), min(parts, len(starts)))]

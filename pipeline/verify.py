@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from syncnet.media import MediaError, load_audio
+from syncnet.scoring import refine_minimum
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +72,7 @@ def measure_shift(original: Path, corrected: Path, max_ms: float = 2500.0) -> fl
     peak = float(ncc[i])
     offset = 0.0
     if 0 < i < len(lags) - 1 and np.isfinite(ncc[i - 1]) and np.isfinite(ncc[i + 1]):
-        left, right = float(ncc[i - 1]), float(ncc[i + 1])
-        curvature = left - 2 * peak + right
-        if curvature < 0:
-            offset = 0.5 * (left - right) / curvature
+        offset = refine_minimum(-ncc, i) - i  # the vertex of the parabola through the peak
     lag_ms = (lags[i] + offset) * 1000 / MEASURE_RATE
     if peak < 0.3:
         log.warning("weak match between %s and %s (normalised correlation %.2f): the measured %+.2f ms may "
