@@ -198,16 +198,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {CALIBRATION_FILE}: {f.to_dict()}", file=sys.stderr)
     shipped = load_calibration()
     z, frames, zh = cf.design(rows)
-    fit_ship = cf.Fit(shipped.intercept, shipped.z_weight, shipped.length_weight, shipped.threshold,
-                      shipped.half_weight)
-    p_ship = fit_ship.p(z, frames, zh)
+    p_ship = shipped.p_correct(z, frames, zh)
     p_cv, thr_cv, fits = cf.held_out_p(rows, halves=not args.no_halves)
 
     print("\n".join(per_clip_rows(rows, p_cv, thr_cv)))
     held = summarise(rows, p_cv, thr_cv)
     ship = summarise(rows, p_ship, np.full(len(rows), shipped.threshold))
     print_summary("held out (leave one source project out; the figures to quote)", held)
-    print_summary(f"shipped calibration {fit_ship.to_dict()} (fitted on all; optimistic)", ship)
+    print_summary(f"shipped calibration {shipped.to_dict()} (fitted on all; optimistic)", ship)
     n_mm = sum(r["kind"] == "mismatch" for r in rows)
     print(f"\n{len(rows)} cases ({n_mm} mismatched pairs) from {len({r['clip'] for r in rows})} clips of "
           f"{len({r['project'] for r in rows})} projects, measured in {measure_s:.0f} s")

@@ -15,9 +15,11 @@ reading of the whole natural clip stands in (relative truth). Everything here is
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import replace
 
 import numpy as np
+
+from pipeline.cca import Calibration
 
 CORRECT_MS = 40.0
 #: In-sync sources read between about -20 and +130 ms (speaker and material, see the README).
@@ -26,26 +28,6 @@ PLAUSIBLE_BIAS_MS = 150.0
 #: of it leaves a margin for what held-out projects do).
 MAX_FALSE_CONFIDENT = 0.005
 L2 = 1e-2
-
-
-@dataclass(frozen=True)
-class Fit:
-    intercept: float
-    z_weight: float
-    length_weight: float
-    threshold: float
-    half_weight: float = 0.0
-
-    def p(self, z: np.ndarray, frames: np.ndarray, z_halves: np.ndarray | None = None) -> np.ndarray:
-        t = self.intercept + self.z_weight * z + self.length_weight * np.log(np.maximum(frames, 1) / 25.0)
-        if z_halves is not None:
-            t = t + self.half_weight * z_halves
-        return 1.0 / (1.0 + np.exp(-np.clip(t, -50, 50)))
-
-    def to_dict(self) -> dict:
-        return {"intercept": round(float(self.intercept), 5), "z_weight": round(float(self.z_weight), 5),
-                "length_weight": round(float(self.length_weight), 5), "half_weight": round(float(self.half_weight), 5),
-                "threshold": round(float(self.threshold), 5)}
 
 
 def natural_readings(rows: list[dict]) -> dict[str, float | None]:
@@ -145,7 +127,7 @@ def choose_threshold(rows: list[dict], p: np.ndarray, usable: np.ndarray, correc
     return 0.9999
 
 
-def fit(rows: list[dict], halves: bool = True) -> Fit:
+def fit(rows: list[dict], halves: bool = True) -> Calibration:
     """The calibration fitted on ``rows``: logistic on the usable rows, then the threshold.
 
     ``halves``: use the halves' agreement (``z_halves``) as a third input beside z and the length.
@@ -154,12 +136,11 @@ def fit(rows: list[dict], halves: bool = True) -> Fit:
     z, frames, zh = design(rows)
     cols = [z, np.log(np.maximum(frames, 1) / 25.0)] + ([zh] if halves else [])
     w = fit_logistic(np.stack(cols, axis=1)[usable], correct[usable].astype(float))
-    f = Fit(w[0], w[1], w[2], 0.5, w[3] if halves else 0.0)
-    return Fit(f.intercept, f.z_weight, f.length_weight, choose_threshold(rows, f.p(z, frames, zh), usable, correct),
-               f.half_weight)
+    f = Calibration(w[0], w[1], w[2], 0.5, w[3] if halves else 0.0)
+    return replace(f, threshold=choose_threshold(rows, f.p_correct(z, frames, zh), usable, correct))
 
 
-def held_out_p(rows: list[dict], halves: bool = True) -> tuple[np.ndarray, np.ndarray, dict[str, Fit]]:
+def held_out_p(rows: list[dict], halves: bool = True) -> tuple[np.ndarray, np.ndarray, dict[str, Calibration]]:
     """p_correct and threshold for every row from a fit that never saw the row's source project.
 
     A mismatched pair is held out with its video's project, and the training side drops every pair whose
@@ -169,13 +150,13 @@ def held_out_p(rows: list[dict], halves: bool = True) -> tuple[np.ndarray, np.nd
     projects = sorted({r["project"] for r in rows})
     p = np.zeros(len(rows))
     thr = np.zeros(len(rows))
-    fits: dict[str, Fit] = {}
+    fits: dict[str, Calibration] = {}
     z, frames, zh = design(rows)
     for proj in projects:
         test = np.array([r["project"] == proj for r in rows])
         train = [r for r in rows if r["project"] != proj
                  and not (r["kind"] == "mismatch" and proj_of.get(str(r["audio_from"]).lstrip("~")) == proj)]
         f = fits[proj] = fit(train, halves)
-        p[test] = f.p(z[test], frames[test], zh[test])
+        p[test] = f.p_correct(z[test], frames[test], zh[test])
         thr[test] = f.threshold
     return p, thr, fits

@@ -338,10 +338,16 @@ class Calibration:
     half_weight: float = 0.0
     source: str = ""
 
-    def p_correct(self, z: float, frames: int, z_halves: float = 0.0) -> float:
-        seconds = max(frames, 1) / GRID_FPS
-        t = self.intercept + self.z_weight * z + self.length_weight * math.log(seconds) + self.half_weight * z_halves
-        return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, t))))
+    def p_correct(self, z, frames, z_halves=0.0):
+        """For one estimate (floats) or many at once (arrays: the benchmark's cross-validation)."""
+        seconds = np.maximum(frames, 1) / GRID_FPS
+        t = self.intercept + self.z_weight * z + self.length_weight * np.log(seconds) + self.half_weight * z_halves
+        return 1.0 / (1.0 + np.exp(-np.clip(t, -50.0, 50.0)))
+
+    def to_dict(self) -> dict:
+        return {"intercept": round(float(self.intercept), 5), "z_weight": round(float(self.z_weight), 5),
+                "length_weight": round(float(self.length_weight), 5), "half_weight": round(float(self.half_weight), 5),
+                "threshold": round(float(self.threshold), 5)}
 
 
 def load_calibration(path: Path = CALIBRATION_FILE) -> Calibration:
@@ -422,7 +428,7 @@ class CCAEngine:
         lag = float(lags[best]) + parabolic_peak(curve, best, LAG_STEP_MS)
         z = peak_z(curve, lags, best)
         z_half = self._halves_z(prep, feats, steps, lags, best)
-        p = self.calibration.p_correct(z, n + 1, z_half)
+        p = float(self.calibration.p_correct(z, n + 1, z_half))
         confident = z >= self.min_confidence if self.min_confidence is not None else p >= self.calibration.threshold
         extra: dict = {"z": round(z, 3), "z_halves": round(z_half, 3), "rho": round(float(raw[best]), 4)}
         return Estimate(engine=self.name, audio_lag_ms=lag, confidence=z, confident=bool(confident),
