@@ -17,7 +17,7 @@ import json  # noqa: E402
 import logging  # noqa: E402
 import logging.handlers  # noqa: E402
 import tempfile  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
+from collections.abc import Iterator, Mapping  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -48,33 +48,67 @@ from syncnet.weights import WeightsError  # noqa: E402
 log = logging.getLogger("syncfix.app")
 
 ROOT = Path(__file__).resolve().parent
-FIXTURES = Path(os.environ.get("SYNCFIX_SHARED", ROOT.parent / "shared")) / "fixtures"
 #: Containers we write back; an upload's name is never used for output files, only this suffix.
 CONTAINERS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi")
 
 
+def _env_value(env: Mapping[str, str], name: str, default, kind: type):
+    """``env[name]`` as ``kind``, or ``default`` when unset; a value that is not a ``kind`` is a start-up error
+    that names the variable (not a traceback from deep inside the app)."""
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        raise SystemExit(f"{name}={raw!r} is not a valid {kind.__name__}: unset it or give a number") from None
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Everything configurable, from environment variables (see the README's table)."""
+    """Everything configurable about the app (the README's table): built from the environment by
+    :meth:`from_env`, the one place the app reads it; the defaults here are the documented ones."""
 
-    server_name: str = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
-    server_port: int = int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
-    max_upload_mb: int = int(os.environ.get("SYNCFIX_MAX_UPLOAD_MB", "500"))
-    max_duration_s: float = float(os.environ.get("SYNCFIX_MAX_DURATION_S", "1800"))
-    queue_size: int = int(os.environ.get("SYNCFIX_QUEUE_SIZE", "16"))
-    concurrency: int = int(os.environ.get("SYNCFIX_CONCURRENCY", "1"))
-    weights_dir: str | None = os.environ.get("SYNCNET_WEIGHTS_DIR")
-    temp_dir: Path = Path(os.environ.get("SYNCFIX_TEMP_DIR", Path(tempfile.gettempdir()) / "syncfix"))
-    retention_s: float = float(os.environ.get("SYNCFIX_RETENTION_S", "3600"))
-    auth: str | None = os.environ.get("SYNCFIX_AUTH")
-    share: bool = os.environ.get("SYNCFIX_SHARE", "0") == "1"
-    log_level: str = os.environ.get("SYNCFIX_LOG_LEVEL", "INFO")
-    log_file: str | None = os.environ.get("SYNCFIX_LOG_FILE")
-    fetch_weights: bool = os.environ.get("SYNCFIX_FETCH_WEIGHTS", "1" if os.environ.get("SYSTEM") == "spaces"
-                                         else "0") == "1"
+    server_name: str = "127.0.0.1"
+    server_port: int = 7860
+    max_upload_mb: int = 500
+    max_duration_s: float = 1800.0
+    queue_size: int = 16
+    concurrency: int = 1
+    temp_dir: Path = Path(tempfile.gettempdir()) / "syncfix"
+    retention_s: float = 3600.0
+    auth: str | None = None
+    share: bool = False
+    log_level: str = "INFO"
+    log_file: str | None = None
+    fetch_weights: bool = False  #: on by default on a Hugging Face Space (``SYSTEM=spaces``)
+    examples_dir: Path = ROOT.parent / "shared" / "fixtures"  #: the development clips offered as examples
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """The settings ``env`` (default: ``os.environ``) asks for, with the defaults above for the rest."""
+        env = os.environ if env is None else env
+        d = cls()
+        shared = env.get("SYNCFIX_SHARED")
+        return cls(
+            server_name=env.get("GRADIO_SERVER_NAME") or d.server_name,
+            server_port=_env_value(env, "GRADIO_SERVER_PORT", d.server_port, int),
+            max_upload_mb=_env_value(env, "SYNCFIX_MAX_UPLOAD_MB", d.max_upload_mb, int),
+            max_duration_s=_env_value(env, "SYNCFIX_MAX_DURATION_S", d.max_duration_s, float),
+            queue_size=_env_value(env, "SYNCFIX_QUEUE_SIZE", d.queue_size, int),
+            concurrency=_env_value(env, "SYNCFIX_CONCURRENCY", d.concurrency, int),
+            temp_dir=Path(env["SYNCFIX_TEMP_DIR"]) if env.get("SYNCFIX_TEMP_DIR") else d.temp_dir,
+            retention_s=_env_value(env, "SYNCFIX_RETENTION_S", d.retention_s, float),
+            auth=env.get("SYNCFIX_AUTH") or None,
+            share=env.get("SYNCFIX_SHARE", "0") == "1",
+            log_level=env.get("SYNCFIX_LOG_LEVEL") or d.log_level,
+            log_file=env.get("SYNCFIX_LOG_FILE") or None,
+            fetch_weights=env.get("SYNCFIX_FETCH_WEIGHTS", "1" if env.get("SYSTEM") == "spaces" else "0") == "1",
+            examples_dir=Path(shared) / "fixtures" if shared else d.examples_dir,
+        )
 
 
-SETTINGS = Settings()
+SETTINGS = Settings.from_env()
 
 
 def configure_logging(settings: Settings = SETTINGS) -> None:
@@ -253,9 +287,10 @@ def build_demo(settings: Settings = SETTINGS) -> gr.Blocks:
                 out_video = gr.Video(label="Synced video", interactive=False, elem_id="out_video")
                 out_file = gr.File(label="Corrected file (original container and codecs)", elem_id="out_file")
                 report = gr.File(label="Report (JSON)", elem_id="report")
-        if FIXTURES.is_dir():
-            clips = [str(FIXTURES / n) for n in ("example.avi", "w2l_input2.mp4", "synced_example.avi")
-                     if (FIXTURES / n).exists()]
+        examples = settings.examples_dir
+        if examples.is_dir():
+            clips = [str(examples / n) for n in ("example.avi", "w2l_input2.mp4", "synced_example.avi")
+                     if (examples / n).exists()]
             if clips:
                 gr.Examples([[c] for c in clips], inputs=[in_file], label="Examples (development clips)")
         in_file.change(input_preview, in_file, in_preview, api_visibility="private")
@@ -269,8 +304,8 @@ def build_demo(settings: Settings = SETTINGS) -> gr.Blocks:
 def launch_kwargs(settings: Settings = SETTINGS) -> dict:
     kw: dict = dict(server_name=settings.server_name, server_port=settings.server_port, share=settings.share,
                     max_file_size=f"{settings.max_upload_mb}mb")
-    if FIXTURES.is_dir():
-        kw["allowed_paths"] = [str(FIXTURES)]
+    if settings.examples_dir.is_dir():
+        kw["allowed_paths"] = [str(settings.examples_dir)]
     if settings.auth:
         user, _, password = settings.auth.partition(":")
         if not user or not password:

@@ -8,7 +8,10 @@ The public Python API (served lazily, so ``import pipeline`` is cheap)::
   :class:`SyncResult`, with the engines ``opts.engine`` names chosen as ``detect`` chooses them;
 * :func:`fix_video` (path, out=None, opts=None, apply_ms=None, force=False): ``fix``'s report as a dict;
   :func:`fix_events` is the same flow as events, ending with a :class:`FixDone`;
-* :func:`batch_fix` (inputs, outdir, **options): ``batch``, returning its :class:`Summary`;
+* :func:`make_engine` (name): the engines ``name`` stands for, as ``detect`` chooses them (an
+  :class:`EngineChoice`: the deciding engine, its cross-check, why), for ``sync_video(path, choice)``;
+* :func:`batch_fix` (inputs, outdir, options=None, **keywords): ``batch`` without building a command
+  line, returning its :class:`Summary`;
 * :class:`UserError` and ``USER_FACING``: the errors every entry point reports to the user.
 
 Modules, bottom up: media (probe, decode), faces and tracking, analysis (one decoding pass), estimates (the
@@ -21,14 +24,14 @@ pool or Ray), plots, preview and jobs (for the app).
 from __future__ import annotations
 
 __all__ = [
-    "USER_FACING", "FixDone", "IterationEvent", "Summary", "SyncOptions", "SyncResult", "UserError", "batch_fix",
-    "fix_events", "fix_video", "sync_video",
+    "USER_FACING", "EngineChoice", "FixDone", "IterationEvent", "Summary", "SyncOptions", "SyncResult", "UserError",
+    "batch_fix", "fix_events", "fix_video", "make_engine", "sync_video",
 ]
 
 _LAZY = {
     "SyncOptions": "sync", "SyncResult": "sync", "IterationEvent": "sync", "sync_video": "sync",
     "fix_video": "fix", "fix_events": "fix", "FixDone": "fix", "batch_fix": "batch", "Summary": "batch",
-    "UserError": "errors", "USER_FACING": "errors",
+    "UserError": "errors", "USER_FACING": "errors", "make_engine": "engines", "EngineChoice": "engines",
 }
 
 

@@ -11,11 +11,23 @@ import os
 
 from .engines import ENGINES
 from .sync import DEFAULT_MAX_ITERATIONS, DEFAULT_SEARCH_MS, DEFAULT_TOLERANCE_MS, MAX_USER_SEARCH_MS, SyncOptions
+from .timeline import DEFAULT_SEGMENT_S
 
 
 def _env_float(name: str) -> float | None:
     value = os.environ.get(name)
     return float(value) if value else None
+
+
+def cli_defaults() -> dict:
+    """The command line's defaults that come from the environment: the one place they are read.
+
+    ``$SYNCFIX_MAX_DURATION_S`` and ``$SYNCFIX_MAX_UPLOAD_MB`` (the app's limits) also bound the CLI and the
+    batch when set; unset, there is no limit. Read when called, not at import, so a caller's environment
+    counts.
+    """
+    return {"max_duration_s": _env_float("SYNCFIX_MAX_DURATION_S"),
+            "max_size_mb": _env_float("SYNCFIX_MAX_UPLOAD_MB")}
 
 
 def add_options(p: argparse.ArgumentParser) -> None:
@@ -33,9 +45,13 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--search-ms", type=float, default=DEFAULT_SEARCH_MS,
                    help=f"initial search range +/-ms, up to {MAX_USER_SEARCH_MS:.0f}; SyncNet widens it up to 2000 at "
                         f"need, cca always searches at least +/-3000 (default {DEFAULT_SEARCH_MS:.0f})")
-    p.add_argument("--max-duration-s", type=float, default=_env_float("SYNCFIX_MAX_DURATION_S"),
+    p.add_argument("--segment-s", type=float, default=DEFAULT_SEGMENT_S,
+                   help=f"timeline segments: the lag along the clip, read in overlapping windows of this many "
+                        f"seconds, and its drift (default {DEFAULT_SEGMENT_S:.0f}; 0: no timeline)")
+    defaults = cli_defaults()
+    p.add_argument("--max-duration-s", type=float, default=defaults["max_duration_s"],
                    help="refuse longer videos (default: $SYNCFIX_MAX_DURATION_S, else no limit)")
-    p.add_argument("--max-size-mb", type=float, default=_env_float("SYNCFIX_MAX_UPLOAD_MB"),
+    p.add_argument("--max-size-mb", type=float, default=defaults["max_size_mb"],
                    help="refuse larger files (default: $SYNCFIX_MAX_UPLOAD_MB, else no limit)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("-v", "--verbose", action="store_true", help="log details on stderr")
@@ -45,4 +61,4 @@ def sync_options(args: argparse.Namespace) -> SyncOptions:
     """The measuring options from the command line (checked by :class:`SyncOptions` itself: UserError)."""
     return SyncOptions(engine=args.engine, weights=args.weights, device=args.device,
                        max_iterations=args.max_iterations, tolerance_ms=args.tolerance_ms,
-                       min_confidence=args.min_confidence, search_ms=args.search_ms)
+                       min_confidence=args.min_confidence, search_ms=args.search_ms, segment_s=args.segment_s)

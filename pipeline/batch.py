@@ -36,13 +36,15 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from syncnet.weights import sha256_of
 
-from .arguments import add_options, sync_options
+from .arguments import cli_defaults, sync_options
 from .errors import UserError
+from .sync import SyncOptions
 from .tasks import (  # noqa: F401 - the task types and process_task are part of the batch API
     PIPELINE_VERSION,
     BatchSettings,
@@ -169,7 +171,43 @@ def collect_inputs(inputs: Iterable[str], exclude: Path | None = None) -> list[B
 
 # -------------------------------------------------------------------------------------------- settings
 
-def resolve_settings(args: argparse.Namespace, threads: int) -> BatchSettings:
+@dataclass(frozen=True)
+class BatchRequest:
+    """One batch as asked for: what the command line parses into, and what :func:`batch_fix` builds from its
+    keywords. :func:`run_batch` checks it (``UserError`` with the flag's name) and runs it."""
+
+    inputs: tuple[str, ...]
+    output: str
+    options: SyncOptions = field(default_factory=SyncOptions)
+    workers: int | None = None
+    ray: str | None = None  #: None: a local process pool; "local", "auto", host:port or ray://...: Ray
+    gpus_per_task: float | None = None
+    threads: int | None = None
+    timeout_s: float | None = None
+    force: bool = False
+    copy_in_sync: bool = False
+    retry_errors: bool = False
+    max_duration_s: float | None = None
+    max_size_mb: float | None = None
+    progress: bool = True  #: the bar and per-video lines on stderr
+
+
+def request_from_args(args: argparse.Namespace) -> BatchRequest:
+    """The parsed ``batch`` command as a :class:`BatchRequest` (the measuring options checked as fix checks them)."""
+    inputs, ray = list(args.inputs), args.ray
+    # ``--ray clips/`` means a local Ray instance and the input ``clips/``: argparse takes the first INPUT as
+    # the optional ADDRESS; an address is ``auto``, ``local`` or has a ``:`` and is not an existing path.
+    if ray is not None and ray not in ("local", "auto") and not (":" in ray and not Path(ray).exists()):
+        inputs.insert(0, ray)
+        ray = "local"
+    return BatchRequest(inputs=tuple(inputs), output=args.output, options=sync_options(args), workers=args.workers,
+                        ray=ray, gpus_per_task=args.gpus_per_task, threads=args.threads, timeout_s=args.timeout_s,
+                        force=args.force, copy_in_sync=args.copy_in_sync, retry_errors=args.retry_errors,
+                        max_duration_s=args.max_duration_s, max_size_mb=args.max_size_mb,
+                        progress=not args.no_progress)
+
+
+def resolve_settings(request: BatchRequest, threads: int) -> BatchSettings:
     """The batch's settings with ``auto`` and the weights made definite, once, in the driver.
 
     ``auto`` becomes ``cca`` when no weights are present (as it would in each worker), and the weights'
@@ -179,16 +217,14 @@ def resolve_settings(args: argparse.Namespace, threads: int) -> BatchSettings:
 
     from .engines import resolve_engine
 
-    opts = sync_options(args)  # the same checks as fix
+    opts = request.options
     engine, weights, sha = resolve_engine(opts.engine, opts.weights), None, None
     if engine != "cca":
         path = Path(opts.weights).expanduser() if opts.weights else default_weights_path()
         weights, sha = str(path.resolve()), sha256_of(path)
-    return BatchSettings(engine=engine, weights=weights, device=opts.device, max_iterations=opts.max_iterations,
-                         tolerance_ms=opts.tolerance_ms, min_confidence=opts.min_confidence,
-                         search_ms=opts.search_ms, force=args.force, max_duration_s=args.max_duration_s,
-                         max_size_mb=args.max_size_mb, copy_in_sync=args.copy_in_sync, threads=threads,
-                         weights_sha256=sha)
+    return BatchSettings(options=replace(opts, engine=engine, weights=weights), force=request.force,
+                         max_duration_s=request.max_duration_s, max_size_mb=request.max_size_mb,
+                         copy_in_sync=request.copy_in_sync, threads=threads, weights_sha256=sha)
 
 
 # --------------------------------------------------------------------------------------------- report
@@ -505,51 +541,40 @@ def add_batch_parser(sub: argparse._SubParsersAction, add_options) -> None:
     add_options(b)
 
 
-def _split_ray_address(args: argparse.Namespace) -> None:
-    """``--ray clips/`` means a local Ray instance and the input ``clips/``: argparse takes the first INPUT as
-    the optional ADDRESS; an address is ``auto``, ``local`` or has a ``:`` and is not an existing path."""
-    value = args.ray
-    if value is None or value in ("local", "auto") or (":" in value and not Path(value).exists()):
-        return
-    args.inputs.insert(0, value)
-    args.ray = "local"
-
-
-def run_batch(args: argparse.Namespace) -> tuple[Summary, int]:
+def run_batch(request: BatchRequest) -> tuple[Summary, int]:
     """Run the whole batch; returns the summary and the exit code (0 done, 130 interrupted)."""
     from .executors import LocalPool, RayRunner, default_workers
 
-    _split_ray_address(args)
-    if not args.inputs:
+    if not request.inputs:
         raise UserError("name at least one INPUT: a video, a folder, a glob or a list of paths")
-    if args.workers is not None and args.workers < 1:
+    if request.workers is not None and request.workers < 1:
         raise UserError("--workers must be at least 1")
-    if args.timeout_s is not None and args.timeout_s <= 0:
+    if request.timeout_s is not None and request.timeout_s <= 0:
         raise UserError("--timeout-s must be positive")
-    outdir = Path(os.path.abspath(args.output))
+    outdir = Path(os.path.abspath(request.output))
     if outdir.exists() and not outdir.is_dir():
-        raise UserError(f"{args.output}: exists and is not a folder: -o takes the output folder")
-    items = collect_inputs(args.inputs, exclude=outdir)
+        raise UserError(f"{request.output}: exists and is not a folder: -o takes the output folder")
+    items = collect_inputs(list(request.inputs), exclude=outdir)
     for item in items:
         if os.path.abspath(outdir / item.rel) == os.path.abspath(item.path):
             raise UserError(f"{item.path} would be overwritten: -o must not be the inputs' own folder")
 
     cpus = len(os.sched_getaffinity(0))
-    if args.threads is not None and args.threads < 1:
+    if request.threads is not None and request.threads < 1:
         raise UserError("--threads must be at least 1")
-    if args.ray:
+    if request.ray:
         # a local instance gets this machine's CPUs; a cluster runs as many tasks as its resources hold
-        workers = args.workers or (cpus if args.ray == "local" else 0)
-        threads = args.threads or 1
-        runner = RayRunner(None if args.ray == "local" else args.ray, workers, threads, args.gpus_per_task,
-                           args.timeout_s)
+        workers = request.workers or (cpus if request.ray == "local" else 0)
+        threads = request.threads or 1
+        runner = RayRunner(None if request.ray == "local" else request.ray, workers, threads, request.gpus_per_task,
+                           request.timeout_s)
     else:
-        workers = args.workers or default_workers()
-        threads = args.threads or max(1, cpus // workers)
-        runner = LocalPool(workers, threads, args.timeout_s)
-    settings = resolve_settings(args, threads)
+        workers = request.workers or default_workers()
+        threads = request.threads or max(1, cpus // workers)
+        runner = LocalPool(workers, threads, request.timeout_s)
+    settings = resolve_settings(request, threads)
     outdir.mkdir(parents=True, exist_ok=True)
-    show = not args.no_progress
+    show = request.progress
     tty = sys.stderr.isatty() and show
 
     with locked(outdir):
@@ -557,8 +582,8 @@ def run_batch(args: argparse.Namespace) -> tuple[Summary, int]:
             log.info("removed half-written outputs of an interrupted run")
         report_path = outdir / REPORT_NAME
         previous = load_report(report_path)
-        todo, done = plan(items, outdir, settings.fingerprint(), previous, args.retry_errors, hashing_bar=tty)
-        summary = Summary(str(outdir), runner.name, workers, settings.fingerprint(), asdict(settings),
+        todo, done = plan(items, outdir, settings.fingerprint(), previous, request.retry_errors, hashing_bar=tty)
+        summary = Summary(str(outdir), runner.name, workers, settings.fingerprint(), settings.to_dict(),
                           started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         results: dict[str, dict] = dict(done)
         order = {str(item.rel): i for i, item in enumerate(items)}
@@ -598,20 +623,32 @@ def run_batch(args: argparse.Namespace) -> tuple[Summary, int]:
     return summary, code
 
 
-def batch_fix(inputs: Iterable[str | os.PathLike], outdir: str | os.PathLike, **options) -> Summary:
+#: The :class:`~pipeline.sync.SyncOptions` fields that :func:`batch_fix` takes as keywords.
+_SYNC_KEYWORDS = frozenset(SyncOptions.__dataclass_fields__)
+#: The batch's own keywords (the command's options with underscores).
+_BATCH_KEYWORDS = frozenset(BatchRequest.__dataclass_fields__) - {"inputs", "output", "options"}
+
+
+def batch_fix(inputs: Iterable[str | os.PathLike], outdir: str | os.PathLike, *,
+              options: SyncOptions | None = None, **keywords: Any) -> Summary:
     """The batch from Python, exactly as the command runs it (same defaults, same report and resume).
 
-    ``options`` are the command's long options with underscores: ``workers=2``, ``ray="auto"``,
-    ``engine="cca"``, ``copy_in_sync=True``, ``timeout_s=600``... Raises :class:`UserError` for bad usage, as
-    the command exits 2; a summary with ``interrupted`` set when Ctrl-C stopped it.
+    ``keywords`` are the command's long options with underscores: the batch's (``workers=2``, ``ray="auto"``,
+    ``copy_in_sync=True``, ``timeout_s=600``, ``progress=True``...) and the measuring ones (``engine="cca"``,
+    ``search_ms=3000``..., or a whole ``options=SyncOptions(...)``). ``max_duration_s`` and ``max_size_mb``
+    default as the command's do (:func:`pipeline.arguments.cli_defaults`). Raises :class:`TypeError` for an
+    unknown keyword, :class:`UserError` for a bad value, as the command exits 2; a summary with
+    ``interrupted`` set when Ctrl-C stopped it.
     """
-    parser = argparse.ArgumentParser(prog="python -m pipeline")
-    add_batch_parser(parser.add_subparsers(dest="command", required=True), add_options)
-    args = parser.parse_args(["batch", "-o", os.fspath(outdir), "--no-progress", "--",
-                                      *map(os.fspath, inputs)])
-    for name, value in options.items():
-        if name in ("command", "inputs", "output") or not hasattr(args, name):
-            raise TypeError(f"batch_fix() got an unknown option {name!r}")
-        setattr(args, name, value)
-    summary, _code = run_batch(args)
+    unknown = sorted(set(keywords) - _SYNC_KEYWORDS - _BATCH_KEYWORDS)
+    if unknown:
+        raise TypeError(f"batch_fix() got an unknown option {unknown[0]!r}")
+    sync_kw = {k: v for k, v in keywords.items() if k in _SYNC_KEYWORDS}
+    if options is not None and sync_kw:
+        raise TypeError("batch_fix() takes options=SyncOptions(...) or its fields as keywords, not both")
+    batch_kw = {**cli_defaults(), "progress": False,
+                **{k: v for k, v in keywords.items() if k in _BATCH_KEYWORDS}}
+    request = BatchRequest(inputs=tuple(map(os.fspath, inputs)), output=os.fspath(outdir),
+                           options=options or SyncOptions(**sync_kw), **batch_kw)
+    summary, _code = run_batch(request)
     return summary

@@ -90,8 +90,8 @@ def highpass(x: np.ndarray, rate: float, clip: float) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------- features
 
-def mouth_pca_velocity(crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(dP, P): velocity of the first 12 PCA components of normalised 32x20 mouth crops, and P itself.
+def mouth_pca_velocity(crops: np.ndarray) -> np.ndarray:
+    """Velocity of the first 12 PCA components of normalised 32x20 mouth crops. (n-1, 12).
 
     The components come from the 640x640 covariance (eigenvectors = the right singular vectors of the
     centred data), in float32 blocks, so a 30-minute clip needs ~120 MB here rather than gigabytes.
@@ -112,8 +112,7 @@ def mouth_pca_velocity(crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     _, vecs = np.linalg.eigh(cov)
     components = vecs[:, ::-1][:, :N_COMPONENTS]
     p = x @ components.astype(np.float32)
-    p = p.astype(np.float64)
-    return np.diff(p, axis=0), p
+    return np.diff(p.astype(np.float64), axis=0)
 
 
 def mouth_profile_velocity(crops: np.ndarray) -> np.ndarray:
@@ -138,9 +137,8 @@ def mouth_profile_velocity(crops: np.ndarray) -> np.ndarray:
 
 def visual_features(crops: np.ndarray) -> np.ndarray:
     """The engine's mouth-motion features at frame midpoints: PCA and profile velocity, high-passed. (n-1, 21)."""
-    vel, _ = mouth_pca_velocity(crops)
-    return np.concatenate([highpass(vel, GRID_FPS, CLIP_Z), highpass(mouth_profile_velocity(crops), GRID_FPS, CLIP_Z)],
-                          axis=1)
+    parts = (mouth_pca_velocity(crops), mouth_profile_velocity(crops))
+    return np.concatenate([highpass(v, GRID_FPS, CLIP_Z) for v in parts], axis=1)
 
 
 def audio_velocity_features(audio: np.ndarray) -> np.ndarray:
@@ -386,40 +384,61 @@ class CCAEngine:
         return False
 
     @staticmethod
-    def _halves_z(prep: CCAPrepared, feats: np.ndarray, steps: np.ndarray, lags: np.ndarray, best: int) -> float:
-        """How well each half of the track, on its own, supports the whole track's peak: the smaller of the
-        two halves' peak z at that lag (within 20 ms). A chance peak of mismatched audio is rarely shared by
-        two independent stretches of video; a real one is.
+    def _halves_z(prep: CCAPrepared, feats: np.ndarray, steps: np.ndarray, lags: np.ndarray, best: int,
+                  lo: int = 0, hi: int | None = None) -> float:
+        """How well each half of the stretch ``lo:hi`` of the track's features, on its own, supports its
+        peak: the smaller of the two halves' peak z at that lag (within 20 ms). A chance peak of mismatched
+        audio is rarely shared by two independent stretches of video; a real one is.
         """
-        n = len(prep.features)
-        half = n // 2
+        hi = len(prep.features) if hi is None else hi
+        half = (hi - lo) // 2
         if half < MIN_HALF_FRAMES:
             return 0.0
         near = np.abs(lags - lags[best]) <= HALF_AGREE_MS
         zs = []
-        for lo, hi in ((0, half), (half, n)):
-            start, part = _audio_around(feats, prep.track.start + lo, hi - lo, int(np.abs(steps).max()))
-            raw, cnt = lag_curve(prep.features[lo:hi], start, part, steps)
+        for a, b in ((lo, lo + half), (lo + half, hi)):
+            start, part = _audio_around(feats, prep.track.start + a, b - a, int(np.abs(steps).max()))
+            raw, cnt = lag_curve(prep.features[a:b], start, part, steps)
             if not np.isfinite(raw).any():
                 return 0.0
-            curve = damped(raw, cnt, hi - lo)
+            curve = damped(raw, cnt, b - a)
             at = int(np.flatnonzero(near)[np.argmax(curve[near])])
             zs.append(peak_z(curve, lags, at))
         return float(min(zs))
 
-    def measure(self, prep: CCAPrepared, shift_ms: float, search_ms: float) -> Estimate:
-        search = max(MIN_SEARCH_MS, float(search_ms))
-        steps = np.arange(-int(round(search / LAG_STEP_MS)), int(round(search / LAG_STEP_MS)) + 1)
-        lags = steps * LAG_STEP_MS
+    def _features_at(self, prep: CCAPrepared, shift_ms: float) -> np.ndarray:
+        """The audio features with the audio moved earlier by ``shift_ms`` (the last few shifts cached)."""
         key = round(float(shift_ms), 6)
         feats = prep.cache.get(key)
         if feats is None:
             feats = prep.cache[key] = audio_features(shift_audio(prep.audio, shift_ms))
             while len(prep.cache) > 4:
                 prep.cache.pop(next(iter(prep.cache)))
-        raw, cnt = lag_curve(prep.features, prep.track.start, feats, steps)
-        n = len(prep.features)
-        if not np.isfinite(raw).any():
+        return feats
+
+    def measure(self, prep: CCAPrepared, shift_ms: float, search_ms: float) -> Estimate:
+        return self._estimate(prep, 0, len(prep.features), shift_ms, search_ms)
+
+    def measure_span(self, prep: CCAPrepared, f0: int, f1: int, shift_ms: float, search_ms: float) -> Estimate:
+        """The estimate from grid frames ``f0 .. f1-1`` of the track alone (a timeline segment), decided by
+        the same calibration as the whole track: the segment's own z, length and halves' agreement."""
+        lo = int(np.clip(f0 - prep.track.start, 0, len(prep.features)))
+        hi = int(np.clip(f1 - prep.track.start - 1, lo, len(prep.features)))
+        return self._estimate(prep, lo, hi, shift_ms, search_ms)
+
+    def _estimate(self, prep: CCAPrepared, lo: int, hi: int, shift_ms: float, search_ms: float) -> Estimate:
+        """The estimate from features ``lo:hi`` (frame midpoints from the track's frame ``lo``)."""
+        search = max(MIN_SEARCH_MS, float(search_ms))
+        steps = np.arange(-int(round(search / LAG_STEP_MS)), int(round(search / LAG_STEP_MS)) + 1)
+        lags = steps * LAG_STEP_MS
+        feats = self._features_at(prep, shift_ms)
+        n = hi - lo
+        if (lo, hi) == (0, len(prep.features)):
+            raw, cnt = lag_curve(prep.features, prep.track.start, feats, steps)
+        else:
+            start, part = _audio_around(feats, prep.track.start + lo, n, int(np.abs(steps).max()))
+            raw, cnt = lag_curve(prep.features[lo:hi], start, part, steps)
+        if n < 3 or not np.isfinite(raw).any():
             return Estimate(self.name, 0.0, 0.0, False, False, search, lags, np.zeros(len(lags)),
                             "canonical correlation", False, 0,
                             extra={"reason": "too little overlap of face and sound"}, p_correct=0.0)
@@ -427,7 +446,7 @@ class CCAEngine:
         best = int(np.argmax(curve))
         lag = float(lags[best]) + parabolic_peak(curve, best, LAG_STEP_MS)
         z = peak_z(curve, lags, best)
-        z_half = self._halves_z(prep, feats, steps, lags, best)
+        z_half = self._halves_z(prep, feats, steps, lags, best, lo, hi)
         p = float(self.calibration.p_correct(z, n + 1, z_half))
         confident = z >= self.min_confidence if self.min_confidence is not None else p >= self.calibration.threshold
         extra: dict = {"z": round(z, 3), "z_halves": round(z_half, 3), "rho": round(float(raw[best]), 4)}

@@ -98,9 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     code = 0
     try:
         if args.command == "batch":
-            from .batch import format_summary, run_batch
+            from .batch import format_summary, request_from_args, run_batch
 
-            summary, code = run_batch(args)
+            summary, code = run_batch(request_from_args(args))
             report = summary.to_dict()
         else:
             report = run_detect(args) if args.command == "detect" else run_fix(args)

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from syncnet.audio import mfcc
 from syncnet.constants import EMBED_DIM, MFCC_PER_FRAME, MFCC_WINDOW, WINDOW_FRAMES
-from syncnet.scoring import FRAME_MS, score_distances
+from syncnet.scoring import FRAME_MS, score_distances, shifted_distances
 
 from .analysis import Analysis, FaceTrack, frame_rms
 from .errors import EngineUnavailable
@@ -168,12 +168,7 @@ class SyncNetEngine:
         rows = []
         for start, vemb in zip(prep.blocks, prep.video_emb):
             aemb = np.stack([prep.audio_emb.get(w, zero) for w in range(start - vshift, start + self.block + vshift)])
-            v = vemb.astype(np.float64)
-            d = np.empty((self.block, 2 * vshift + 1))
-            for j in range(2 * vshift + 1):
-                diff = v - aemb[j : j + self.block].astype(np.float64) + 1e-6
-                d[:, j] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
-            rows.append(d)
+            rows.append(shifted_distances(vemb, aemb, vshift))
         s = score_distances(np.concatenate(rows), vshift)
         times = np.concatenate([(np.arange(self.block) + b + WINDOW_FRAMES / 2) / GRID_FPS for b in prep.blocks])
         order = np.argsort(times)
@@ -184,6 +179,17 @@ class SyncNetEngine:
             windows=s.windows, window_times_s=times[order], window_confidence=s.window_confidence[order],
             extra={"offset_frames": s.offset_frames, "min_dist": round(s.min_dist, 5)},
         )
+
+
+    def measure_span(self, prep: SyncNetPrepared, f0: int, f1: int, shift_ms: float, search_ms: float) -> Estimate:
+        """The estimate from the embedded blocks that lie within grid frames ``f0 .. f1-1`` (a timeline
+        segment); none there: an empty estimate (nothing measured), never a guess."""
+        keep = [i for i, b in enumerate(prep.blocks) if b >= f0 and b + self.block + WINDOW_FRAMES <= f1]
+        part = replace(prep, blocks=[prep.blocks[i] for i in keep], video_emb=[prep.video_emb[i] for i in keep],
+                       candidates=[])
+        est = self.measure(part, shift_ms, search_ms)
+        prep.audio_shift_ms, prep.audio_feat, prep.audio_emb = part.audio_shift_ms, part.audio_feat, part.audio_emb
+        return est
 
 
 def _empty_estimate(name: str, search_ms: float, label: str, best_is_min: bool) -> Estimate:
@@ -274,7 +280,10 @@ def select_engines(name: str = "auto", weights: str | None = None, device: str |
 
 
 def make_engine(name: str = "auto", weights: str | None = None, device: str | None = None,
-                min_confidence: float | None = None) -> tuple[Engine, str]:
-    """The deciding engine alone and why it was chosen (see :func:`select_engines`)."""
-    choice = select_engines(name, weights, device, min_confidence)
-    return choice.primary, choice.reason
+                min_confidence: float | None = None) -> EngineChoice:
+    """The engines ``name`` stands for, chosen as ``detect`` chooses them: :func:`select_engines`.
+
+    Pass the result to :func:`pipeline.sync.sync_video` (``sync_video(path, make_engine("auto"))``) and it
+    decides as the command line does, cross-check included; ``.primary`` is the deciding engine alone.
+    """
+    return select_engines(name, weights, device, min_confidence)

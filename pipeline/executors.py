@@ -291,8 +291,8 @@ class RayRunner:
         ray = self._init()
         try:
             cluster = ray.cluster_resources()
-            self.resources = ray_resources(settings.engine != "cca", settings.device, cluster, self.threads,
-                                           self.gpus_per_task)
+            opts = settings.options
+            self.resources = ray_resources(opts.engine != "cca", opts.device, cluster, self.threads, self.gpus_per_task)
             self.slots = ray_slots(self.resources, cluster, self.workers)
             log.info("Ray: %s per video, %d at once (cluster: %s)", self.resources, self.slots, cluster)
             remote = ray.remote(max_calls=WORKER_MAX_TASKS)(self.fn).options(max_retries=1, retry_exceptions=False,

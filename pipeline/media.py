@@ -17,7 +17,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from syncnet.media import MediaError, _frame_time, open_container, resample_times
+from syncnet.media import MediaError, _frame_time, decode_on_grid, open_container
 
 log = logging.getLogger(__name__)
 
@@ -224,31 +224,8 @@ def iter_grid_frames(path: str | Path, rotation: int = 0, fps: int = GRID_FPS,
     Only frames that land on the grid are converted to RGB; the others are only decoded. A decoding
     error part-way (a truncated file) ends the stream early with a warning instead of failing.
     """
-    with open_container(path) as container:
-        if not container.streams.video:
-            raise MediaError(f"{Path(path).name}: the file has no video track")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        cc = stream.codec_context
-        kwargs: dict = {"format": "bgr24"}
-        if max_width and cc.width and cc.width > max_width:
-            kwargs.update(width=max_width, height=int(round(cc.height * max_width / cc.width / 2)) * 2)
-        held: list = []
-
-        def times() -> Iterator[Fraction]:
-            try:
-                for i, frame in enumerate(container.decode(stream)):
-                    held.append(frame)
-                    yield _frame_time(frame, stream, i)
-            except av.FFmpegError as exc:
-                log.warning("%s: video decoding stopped early (%s); using what was readable", Path(path).name, exc)
-
-        base = 0
-        for src, k in resample_times(times(), fps):
-            while base < src:
-                held.pop(0)
-                base += 1
-            yield GridFrame(k, _upright(held[0].to_ndarray(**kwargs), rotation))
+    for k, image in decode_on_grid(path, fps, "bgr24", max_width=max_width, tolerate_errors=True):
+        yield GridFrame(k, _upright(image, rotation))
 
 
 def prefetch(items: Iterator, depth: int = 8) -> Iterator:

@@ -21,10 +21,11 @@ from typing import Any
 import numpy as np
 
 from .analysis import MIN_TRACK_FRAMES, Analysis, FaceTrack, analyse, scorable, speech_frames
-from .engines import ENGINES, select_engines
+from .engines import ENGINES, EngineChoice, select_engines
 from .errors import UserError
 from .estimates import Engine, Estimate
 from .media import MediaInfo
+from .timeline import DEFAULT_SEGMENT_S, MIN_SEGMENT_S, Drift, Segment, fit_drift, measure_timeline
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,8 @@ SILENCE_RMS = 30.0
 ENGINES_AGREE_MS = 40.0
 #: A second engine's confident lag this close to (or beyond) the first engine's window edge re-centres it.
 SEED_MARGIN_MS = 40.0
+#: The longest timeline segment one may ask for (``--segment-s``).
+MAX_SEGMENT_S = 600.0
 
 ProgressFn = Callable[[str, float], None]
 
@@ -56,6 +59,8 @@ class SyncOptions:
     min_confidence: float | None = None  #: None = the engine's own threshold
     search_ms: float = DEFAULT_SEARCH_MS
     max_search_ms: float = MAX_SEARCH_MS
+    #: timeline segments (s): the lag along the clip and its drift; 0 = no timeline
+    segment_s: float = DEFAULT_SEGMENT_S
 
     def __post_init__(self) -> None:
         """One set of limits for every entry point: the CLI, the batch, the app and Python callers get the
@@ -68,6 +73,9 @@ class SyncOptions:
             raise UserError(f"--search-ms must be between 0 and {MAX_USER_SEARCH_MS:.0f}")
         if self.tolerance_ms < 0:
             raise UserError("--tolerance-ms must not be negative")
+        if self.segment_s != 0 and not MIN_SEGMENT_S <= self.segment_s <= MAX_SEGMENT_S:
+            raise UserError(f"--segment-s must be 0 (no timeline) or between {MIN_SEGMENT_S:.0f} and "
+                            f"{MAX_SEGMENT_S:.0f}")
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -116,6 +124,8 @@ class SyncResult:
     warnings: list[str] = field(default_factory=list)  #: e.g. only part of a truncated file was readable
     #: the deciding estimate's calibrated chance of being within 40 ms (None: not calibrated, e.g. SyncNet)
     p_correct: float | None = None
+    timeline: list[Segment] = field(default_factory=list)  #: the lag along the clip, segment by segment
+    drift: Drift | None = None  #: what the timeline says (None: no timeline was measured)
 
     def to_report(self, curves: bool = True) -> dict:
         return {
@@ -133,6 +143,8 @@ class SyncResult:
             "iterations": [it.to_dict(curves) for it in self.iterations],
             "measured_lag_ms": None if self.measured_lag_ms is None else round(self.measured_lag_ms, 3),
             "cross_check": self.cross_check,
+            "timeline": [seg.to_dict() for seg in self.timeline],
+            "drift": (self.drift or Drift("none", "no timeline: nothing was measured")).to_dict(),
             "warnings": self.warnings,
             "elapsed_s": round(self.elapsed_s, 3),
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
@@ -190,7 +202,7 @@ def _first_estimate(engine: Engine, prepared: Any, opts: SyncOptions) -> list[Es
     return out
 
 
-def sync_video(path: str | Path, engine: Engine | None = None, opts: SyncOptions | None = None, *,
+def sync_video(path: str | Path, engine: Engine | EngineChoice | None = None, opts: SyncOptions | None = None, *,
                engine_reason: str = "", cross_check: Engine | None = None, analysis: Analysis | None = None,
                info: MediaInfo | None = None,
                progress: ProgressFn | None = None) -> Iterator[IterationEvent | SyncResult]:
@@ -198,15 +210,18 @@ def sync_video(path: str | Path, engine: Engine | None = None, opts: SyncOptions
 
     ``engine`` None: the engines ``opts.engine`` names, chosen as ``detect`` chooses them
     (:func:`pipeline.engines.select_engines`: ``auto`` is SyncNet with its cca cross-check, or cca), so
-    this Python path and the command line decide alike. ``cross_check`` is a second engine read once on
-    the chosen face: two confident readings more than 40 ms apart make the answer uncertain; when only the
-    second is confident, it decides (and iterates). Raises ``MediaError`` for input that cannot be used
-    (no audio, no video, unreadable), ``EngineUnavailable`` for an engine that cannot run here.
+    this Python path and the command line decide alike; an :class:`~pipeline.engines.EngineChoice` (what
+    ``make_engine`` returns) is used as it is, cross-check included; a bare engine runs alone.
+    ``cross_check`` is a second engine read once on the chosen face: two confident readings more than
+    40 ms apart make the answer uncertain; when only the second is confident, it decides (and iterates).
+    Raises ``MediaError`` for input that cannot be used (no audio, no video, unreadable),
+    ``EngineUnavailable`` for an engine that cannot run here.
     """
     opts = opts or SyncOptions()
     if engine is None:
-        choice = select_engines(opts.engine, opts.weights, opts.device, opts.min_confidence)
-        engine, cross_check, engine_reason = choice.primary, choice.cross_check, choice.reason
+        engine = select_engines(opts.engine, opts.weights, opts.device, opts.min_confidence)
+    if isinstance(engine, EngineChoice):
+        engine, cross_check, engine_reason = engine.primary, engine.cross_check, engine.reason
     if opts.min_confidence is not None:
         engine.min_confidence = opts.min_confidence
     t0 = time.perf_counter()
@@ -316,6 +331,16 @@ def sync_video(path: str | Path, engine: Engine | None = None, opts: SyncOptions
             yield ev
     base["timings"]["scoring_s"] = time.perf_counter() - ts
     last = iterations[-1]
+    timeline: list[Segment] = []
+    drift = None if opts.segment_s else Drift("none", "no timeline: segments were turned off (segment_s 0)")
+    if opts.segment_s and deciding_first.windows:
+        report("timeline", 0.0)
+        tt = time.perf_counter()
+        search = deciding_first.search_ms
+        at = 0.0 if abs(last.audio_lag_ms) <= search / 2 else last.audio_lag_ms  # centre the segments' search
+        timeline = measure_timeline(deciding, deciding_prep, chosen, at, search, opts.segment_s)
+        drift = fit_drift(timeline) if timeline else Drift("none", f"{deciding.name} reads no timeline")
+        base["timings"]["timeline_s"] = time.perf_counter() - tt
     decision, reason = decide(deciding_first, last.audio_lag_ms, opts.tolerance_ms, opts.max_search_ms)
     if cross and cross.get("agree") is False:
         decision = "uncertain"
@@ -325,7 +350,8 @@ def sync_video(path: str | Path, engine: Engine | None = None, opts: SyncOptions
     p_correct = None if deciding_first.p_correct is None else round(float(deciding_first.p_correct), 4)
     yield finish(decision, reason, last.audio_lag_ms if confident else None, deciding_first.confidence,
                  p_correct=p_correct, used=deciding, iterations=iterations, tracks=tracks_report, track_id=chosen.id,
-                 measured_lag_ms=last.audio_lag_ms if deciding_first.windows else None, cross_check=cross)
+                 measured_lag_ms=last.audio_lag_ms if deciding_first.windows else None, cross_check=cross,
+                 timeline=timeline, drift=drift)
 
 
 def run_to_result(events: Iterator[IterationEvent | SyncResult]) -> SyncResult:

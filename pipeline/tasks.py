@@ -14,7 +14,7 @@ import resource
 import shutil
 import socket
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from syncnet.media import MediaError
@@ -22,7 +22,7 @@ from syncnet.weights import WeightsError, sha256_of
 
 from .errors import EngineUnavailable, UserError
 from .fix import checked_input, fix_video
-from .sync import DEFAULT_MAX_ITERATIONS, DEFAULT_SEARCH_MS, DEFAULT_TOLERANCE_MS, SyncOptions
+from .sync import SyncOptions
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +32,12 @@ PIPELINE_VERSION = "0.1.0"
 
 @dataclass(frozen=True)
 class BatchSettings:
-    """What every video is processed with; the fields that change results make up the fingerprint."""
+    """What every video is processed with: the measuring options plus what the batch adds around a fix.
 
-    engine: str = "auto"
-    weights: str | None = None
-    device: str | None = None
-    max_iterations: int = DEFAULT_MAX_ITERATIONS
-    tolerance_ms: float = DEFAULT_TOLERANCE_MS
-    min_confidence: float | None = None
-    search_ms: float = DEFAULT_SEARCH_MS
+    The fields that change results make up the fingerprint (not device, threads or the weights' path).
+    """
+
+    options: SyncOptions = field(default_factory=SyncOptions)
     force: bool = False
     max_duration_s: float | None = None
     max_size_mb: float | None = None
@@ -48,16 +45,25 @@ class BatchSettings:
     threads: int = 1  #: CPU threads per worker (torch, onnxruntime, BLAS)
     weights_sha256: str | None = None  #: identity of the weights the engine reads (None: none used)
 
-    def options(self) -> SyncOptions:
-        return SyncOptions(engine=self.engine, weights=self.weights, device=self.device,
-                           max_iterations=self.max_iterations, tolerance_ms=self.tolerance_ms,
-                           min_confidence=self.min_confidence, search_ms=self.search_ms)
+    def to_dict(self) -> dict:
+        """Flat, as ``summary.json``'s ``settings`` has always been: the options' fields, then the batch's."""
+        opts = {k: getattr(self.options, k) for k in _OPTION_FIELDS}
+        default = SyncOptions()
+        for k in SyncOptions.__dataclass_fields__:  # newer options only when changed: fingerprints stay comparable
+            if k not in _OPTION_FIELDS and getattr(self.options, k) != getattr(default, k):
+                opts[k] = getattr(self.options, k)
+        rest = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "options"}
+        return {**opts, **rest}
 
     def fingerprint(self) -> str:
         """Short hash of everything that changes a video's result (not device, threads or weights' path)."""
-        relevant = {k: v for k, v in asdict(self).items() if k not in ("device", "threads", "weights")}
+        relevant = {k: v for k, v in self.to_dict().items() if k not in ("device", "threads", "weights")}
         relevant["version"] = PIPELINE_VERSION
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+#: The measuring options as the batch reports them (``summary.json``), in this order.
+_OPTION_FIELDS = ("engine", "weights", "device", "max_iterations", "tolerance_ms", "min_confidence", "search_ms")
 
 
 # ---------------------------------------------------------------------------------------------- tasks
@@ -125,7 +131,7 @@ def process_task(task: BatchTask, settings: BatchSettings) -> dict:
         out = Path(task.output)
         out.parent.mkdir(parents=True, exist_ok=True)
         t_fix = time.perf_counter()
-        report = fix_video(path, out, settings.options(), info=info, force=settings.force, curves=False)
+        report = fix_video(path, out, settings.options, info=info, force=settings.force, curves=False)
         timings = dict(report.get("timings") or {})
         timings["total_fix_s"] = round(time.perf_counter() - t_fix, 3)
         if report["output"] is None and settings.copy_in_sync and report["decision"] == "in_sync":

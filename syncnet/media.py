@@ -98,35 +98,53 @@ def resample_times(times: Iterator[Fraction], fps: int = FPS) -> Iterator[tuple[
         k += 1
 
 
-def iter_video_frames(path: str | Path, fps: int = FPS, fmt: str = "bgr24",
-                      size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
-    """Frames of the first video stream resampled to ``fps`` by timestamp, as ``(H, W, 3)`` uint8 arrays.
+def decode_on_grid(path: str | Path, fps: int = FPS, fmt: str = "bgr24", size: tuple[int, int] | None = None,
+                   max_width: int | None = None, tolerate_errors: bool = False) -> Iterator[tuple[int, np.ndarray]]:
+    """The one grid decoder: frames of the first video stream resampled to ``fps`` by timestamp.
 
-    ``size`` (width, height) scales during decoding (in FFmpeg's swscale), which is cheaper than
-    scaling afterwards. Raises :class:`MediaError` when there is no video stream.
+    Yields ``(grid_index, (H, W, 3) uint8 array)``; only frames that land on the grid are converted, the
+    others are only decoded. ``size`` (width, height) or ``max_width`` (wider frames downscaled, aspect kept)
+    scale during decoding, in FFmpeg's swscale, which is cheaper than scaling afterwards.
+    ``tolerate_errors``: a decoding error part-way (a truncated file) ends the stream early with a warning
+    instead of raising. Raises :class:`MediaError` when there is no video stream.
     """
     with open_container(path) as container:
         if not container.streams.video:
             raise MediaError(f"{Path(path).name}: the file has no video track")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        kwargs = {"format": fmt}
+        cc = stream.codec_context
+        kwargs: dict = {"format": fmt}
         if size is not None:
             kwargs.update(width=size[0], height=size[1])
+        elif max_width and cc.width and cc.width > max_width:
+            kwargs.update(width=max_width, height=int(round(cc.height * max_width / cc.width / 2)) * 2)
 
         held: list = []  # the decoded frames not yet emitted: at most two live at once
 
         def times() -> Iterator[Fraction]:
-            for i, frame in enumerate(container.decode(stream)):
-                held.append(frame)
-                yield _frame_time(frame, stream, i)
+            try:
+                for i, frame in enumerate(container.decode(stream)):
+                    held.append(frame)
+                    yield _frame_time(frame, stream, i)
+            except av.FFmpegError as exc:
+                if not tolerate_errors:
+                    raise
+                log.warning("%s: video decoding stopped early (%s); using what was readable", Path(path).name, exc)
 
         base = 0  # source index of held[0]
-        for src, _k in resample_times(times(), fps):
+        for src, k in resample_times(times(), fps):
             while base < src:
                 held.pop(0)
                 base += 1
-            yield held[0].to_ndarray(**kwargs)
+            yield k, held[0].to_ndarray(**kwargs)
+
+
+def iter_video_frames(path: str | Path, fps: int = FPS, fmt: str = "bgr24",
+                      size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
+    """Frames on the ``fps`` grid as ``(H, W, 3)`` uint8 arrays (:func:`decode_on_grid`; errors raise)."""
+    for _k, image in decode_on_grid(path, fps, fmt, size=size):
+        yield image
 
 
 #: Timestamp gaps (or overlaps) in an audio stream larger than this are filled with silence (or trimmed),

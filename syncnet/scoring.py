@@ -40,9 +40,22 @@ def distance_matrix(video_emb: np.ndarray, audio_emb: np.ndarray, vshift: int = 
     padded = np.zeros((n + 2 * vshift, dim))
     m = min(len(a), n + vshift)
     padded[vshift : vshift + m] = a[:m]
+    return shifted_distances(v, padded, vshift)
+
+
+def shifted_distances(video_emb: np.ndarray, audio_run: np.ndarray, vshift: int) -> np.ndarray:
+    """The distance loop: ``(n, 2*vshift+1)``, column j = ``|video[i] - audio_run[i + j] + eps|``.
+
+    ``audio_run`` holds the ``n + 2*vshift`` audio embeddings from ``vshift`` windows before the first video
+    window (zero vectors where the reference pads), so column ``vshift`` is lag 0. Float64, as the parity
+    tests require.
+    """
+    v = np.asarray(video_emb, dtype=np.float64)
+    a = np.asarray(audio_run, dtype=np.float64)
+    n = len(v)
     out = np.empty((n, 2 * vshift + 1))
     for j in range(2 * vshift + 1):
-        diff = v - padded[j : j + n] + PAIRWISE_EPS
+        diff = v - a[j : j + n] + PAIRWISE_EPS
         out[:, j] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
     return out
 

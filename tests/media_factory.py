@@ -214,3 +214,31 @@ def write_gapped(path: Path, audio: np.ndarray, gap_at: int, gap: int, video_s: 
         for p in aus.encode():
             out.mux(p)
     return path
+
+
+def with_audio(src: Path, dst: Path, audio: np.ndarray, rate: int = 16000) -> Path:
+    """``src``'s video stream copied packet for packet, with ``audio`` (mono int16 at ``rate``, sample 0 at
+    the first video frame) as its only sound, PCM in Matroska: a real clip with a soundtrack we control."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w", format="matroska") as out:
+        v = inp.streams.video[0]
+        vs = out.add_stream_from_template(v)
+        a = out.add_stream("pcm_s16le", rate=rate)
+        a.layout = "mono"
+        v0 = None
+        for p in inp.demux(v):
+            if p.dts is None:
+                continue
+            v0 = p.pts if v0 is None else v0
+            p.stream = vs
+            out.mux(p)
+        track = np.asarray(audio, np.int16).reshape(1, -1)
+        start = int(round((v0 or 0) * v.time_base * rate))
+        for s in range(0, track.shape[1], 1024):
+            af = av.AudioFrame.from_ndarray(np.ascontiguousarray(track[:, s : s + 1024]), format="s16p",
+                                            layout="mono")
+            af.sample_rate = rate
+            af.pts = start + s
+            af.time_base = Fraction(1, rate)
+            out.mux(a.encode(af))
+        out.mux(a.encode())
+    return dst

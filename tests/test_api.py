@@ -45,6 +45,13 @@ def test_sync_video_without_an_engine_chooses_as_detect_does(example_avi, capsys
     assert (result.engine, result.engine_reason, result.decision) == (cli["engine"], cli["engine_reason"],
                                                                       cli["decision"])
     assert round(result.audio_lag_ms, 3) == cli["audio_lag_ms"]
+    from pipeline import EngineChoice, make_engine
+
+    choice = make_engine("auto")  # the documented way to hold the engines: the same choice, the same answer
+    assert isinstance(choice, EngineChoice) and choice.reason == cli["engine_reason"]
+    again = list(sync_video(example_avi, choice))[-1]
+    assert (again.engine, again.decision, round(again.audio_lag_ms, 3)) == (cli["engine"], cli["decision"],
+                                                                            cli["audio_lag_ms"])
 
 
 def test_fix_video_writes_a_verified_copy(example_avi, tmp_path):

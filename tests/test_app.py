@@ -185,3 +185,16 @@ def test_the_app_and_the_cli_give_the_same_error_on_the_same_input(client, examp
     assert cli_error == "--search-ms must be between 0 and 10000"
     with pytest.raises(AppError, match=cli_error):
         _run(client, example_avi, search_ms=20000)
+
+
+def test_settings_come_from_the_environment_in_one_place(tmp_path):
+    import app
+
+    got = app.Settings.from_env({"SYNCFIX_MAX_UPLOAD_MB": "20", "GRADIO_SERVER_PORT": "7999", "SYSTEM": "spaces",
+                                 "SYNCFIX_TEMP_DIR": str(tmp_path), "SYNCFIX_SHARED": str(tmp_path / "sh")})
+    assert (got.max_upload_mb, got.server_port, got.temp_dir) == (20, 7999, tmp_path)
+    assert got.fetch_weights and got.examples_dir == tmp_path / "sh" / "fixtures"  # a Space fetches the weights
+    assert app.Settings.from_env({}) == app.Settings()  # nothing set: the documented defaults
+    assert app.launch_kwargs(got)["max_file_size"] == "20mb"
+    with pytest.raises(SystemExit, match="SYNCFIX_MAX_DURATION_S='ten'"):
+        app.Settings.from_env({"SYNCFIX_MAX_DURATION_S": "ten"})

@@ -22,6 +22,7 @@ from pipeline import batch as B
 from pipeline.cli import UserError, main
 from pipeline.correct import write_shifted
 from pipeline.executors import LocalPool, default_workers, ray_resources, ray_slots
+from pipeline.sync import SyncOptions
 
 REPORT_FIELDS = ("path", "decision", "audio_lag_ms", "confidence", "engine", "output", "error")
 COMPARED = ("decision", "audio_lag_ms", "confidence", "engine", "applied_shift_ms", "verified_shift_ms")
@@ -122,12 +123,22 @@ def test_collect_inputs_refuses_clearly(tmp_path):
 
 
 def test_fingerprint_follows_settings_that_change_results():
-    base = B.BatchSettings(engine="cca")
-    assert base.fingerprint() == B.BatchSettings(engine="cca", threads=4, device="cuda").fingerprint()
+    def settings(**kw) -> B.BatchSettings:
+        sync = {k: kw.pop(k) for k in list(kw) if k in SyncOptions.__dataclass_fields__}
+        return B.BatchSettings(SyncOptions(**{"engine": "cca", **sync}), **kw)
+
+    base = settings()
+    assert base.fingerprint() == settings(threads=4, device="cuda").fingerprint()
     for change in ({"tolerance_ms": 30.0}, {"search_ms": 1000.0}, {"force": True}, {"engine": "syncnet"},
                    {"max_iterations": 1}, {"min_confidence": 9.0}, {"copy_in_sync": True},
-                   {"weights_sha256": "ab" * 32}, {"max_duration_s": 60.0}):
-        assert B.BatchSettings(**{"engine": "cca", **change}).fingerprint() != base.fingerprint(), change
+                   {"weights_sha256": "ab" * 32}, {"max_duration_s": 60.0}, {"max_search_ms": 1000.0},
+                   {"segment_s": 20.0}):
+        assert settings(**change).fingerprint() != base.fingerprint(), change
+    # holding the options changed nothing a finished report relies on: the same hash as the flat settings had
+    assert base.fingerprint() == "c8cad84649d9073e"
+    assert list(base.to_dict()) == ["engine", "weights", "device", "max_iterations", "tolerance_ms", "min_confidence",
+                                    "search_ms", "force", "max_duration_s", "max_size_mb", "copy_in_sync", "threads",
+                                    "weights_sha256"]
 
 
 def test_report_reader_ignores_a_torn_last_line(tmp_path):
@@ -141,13 +152,13 @@ def test_report_reader_ignores_a_torn_last_line(tmp_path):
 
 
 def test_ray_address_or_first_input():
-    import argparse
+    from pipeline.cli import build_parser
 
-    for given, address, inputs in [("clips/", "local", ["clips/", "x"]), ("auto", "auto", ["x"]),
-                                   ("10.0.0.1:6379", "10.0.0.1:6379", ["x"]), ("local", "local", ["x"])]:
-        args = argparse.Namespace(ray=given, inputs=["x"])
-        B._split_ray_address(args)
-        assert (args.ray, args.inputs) == (address, inputs)
+    for given, address, inputs in [("clips/", "local", ("clips/", "x")), ("auto", "auto", ("x",)),
+                                   ("10.0.0.1:6379", "10.0.0.1:6379", ("x",)), ("local", "local", ("x",))]:
+        args = build_parser().parse_args(["batch", "-o", "out", "--ray", given, "x"])
+        request = B.request_from_args(args)
+        assert (request.ray, request.inputs) == (address, inputs)
 
 
 def test_workers_and_ray_resources_sizing():
@@ -335,7 +346,7 @@ def test_a_dying_or_hanging_worker_costs_only_its_video(example_avi, tmp_path):
              B.BatchTask("/x/missing.mp4", str(tmp_path / "m.mp4"), "missing.mp4", missing="/x/missing.mp4: gone")]
     pool = LocalPool(2, 1, timeout_s=20, fn=crash_or_hang)
     t0 = time.monotonic()
-    got = {t.rel: r for t, r in pool.run(tasks, B.BatchSettings(engine="cca"))}
+    got = {t.rel: r for t, r in pool.run(tasks, B.BatchSettings(SyncOptions(engine="cca")))}
     assert time.monotonic() - t0 < 120
     assert got["example.avi"]["decision"] == "shift" and Path(got["example.avi"]["output"]).is_file()
     assert got["crash.mp4"]["error_kind"] == "crash" and "killed by SIGKILL" in got["crash.mp4"]["error"]
@@ -346,7 +357,7 @@ def test_a_dying_or_hanging_worker_costs_only_its_video(example_avi, tmp_path):
 def test_workers_are_retired_after_their_quota(tmp_path):
     tasks = [B.BatchTask(f"/x/{i}.mp4", str(tmp_path / f"{i}.mp4"), f"{i}.mp4", missing=f"/x/{i}.mp4: gone")
              for i in range(5)]
-    lines = [r for _, r in LocalPool(1, 1, max_tasks=2).run(tasks, B.BatchSettings(engine="cca"))]
+    lines = [r for _, r in LocalPool(1, 1, max_tasks=2).run(tasks, B.BatchSettings(SyncOptions(engine="cca")))]
     assert [r["rel"] for r in lines] == [t.rel for t in tasks]
     pids = [r["pid"] for r in lines]
     assert pids[0] == pids[1] != pids[2] == pids[3] != pids[4]  # a fresh process every 2 videos
@@ -357,8 +368,17 @@ def test_python_entry_point(example_avi, tmp_path):
     assert summary.counts["shift"] == 1 and summary.processed == 1
     assert (tmp_path / "out" / "example.avi").is_file()
     assert B.batch_fix([example_avi], tmp_path / "out", workers=1, engine="cca").skipped == 1
+    # a whole SyncOptions is the same request as its fields: same fingerprint, so the finished line is reused
+    again = B.batch_fix([example_avi], tmp_path / "out", workers=1, options=SyncOptions(engine="cca"))
+    assert again.skipped == 1 and again.settings["engine"] == "cca"
     with pytest.raises(TypeError, match="unknown option 'wokers'"):
         B.batch_fix([example_avi], tmp_path / "out", wokers=1)
+    with pytest.raises(TypeError, match="not both"):
+        B.batch_fix([example_avi], tmp_path / "out", options=SyncOptions(), engine="cca")
+    with pytest.raises(UserError, match="--search-ms"):  # checked once, named as the command names it
+        B.batch_fix([example_avi], tmp_path / "out", engine="cca", search_ms=0)
+    with pytest.raises(UserError, match="--workers"):
+        B.batch_fix([example_avi], tmp_path / "out", workers=0, engine="cca")
 
 
 def test_copy_in_sync_and_usage_errors(synced_avi, tmp_path, capsys):

@@ -184,10 +184,25 @@ def test_shift_audio_is_sample_exact():
 
 def test_syncnet_engine_end_to_end_with_random_weights(example_analysis, random_weights):
     """The real engine runs the whole loop; random weights give a flat curve, so: uncertain, honestly."""
-    engine, why = make_engine("syncnet", str(random_weights), "cpu")
-    assert isinstance(engine, SyncNetEngine) and why == "requested"
+    choice = make_engine("syncnet", str(random_weights), "cpu")
+    engine, why = choice.primary, choice.reason
+    assert isinstance(engine, SyncNetEngine) and why == "requested" and choice.cross_check is None
     result = run_to_result(sync_video(example_analysis.info.path, engine, SyncOptions(), analysis=example_analysis))
     assert result.decision == "uncertain" and result.audio_lag_ms is None
     it = result.iterations[0]
     assert it.estimate.windows >= 100 and len(it.estimate.curve) == len(it.estimate.lags_ms) >= 31
     assert result.confidence is not None and result.confidence < 1.0
+
+
+def test_make_engine_decides_as_detect_cross_check_included(example_analysis, random_weights):
+    """``sync_video(path, make_engine(name))`` is the command line's choice, not the deciding engine alone:
+    with ``both`` the cca cross-check runs and, SyncNet's random weights being unsure, decides."""
+    path = example_analysis.info.path
+    choice = make_engine("both", str(random_weights), "cpu")
+    assert isinstance(choice.primary, SyncNetEngine) and choice.cross_check is not None
+    ours = run_to_result(sync_video(path, choice, SyncOptions(), analysis=example_analysis)).to_report(curves=False)
+    opts = SyncOptions(engine="both", weights=str(random_weights), device="cpu")
+    cli_way = run_to_result(sync_video(path, opts=opts, analysis=example_analysis)).to_report(curves=False)
+    assert ours["cross_check"] is not None
+    for key in ("decision", "audio_lag_ms", "engine", "engine_reason", "cross_check"):
+        assert ours[key] == cli_way[key], key

@@ -1,0 +1,237 @@
+"""The offset along the clip: a lag per segment (the ``timeline``) and what it says about drift.
+
+One number per file is what every lip-sync tool measures; real recordings drift (a second device's clock,
+29.97/30 mix-ups) or step (an edit). Here the engine that decided reads overlapping segments of the same
+face track, on the analysis already done (no second decode, no second face detection), and
+:func:`fit_drift` says whether the lags need more than a constant: a straight line (clock drift) or steps
+(cuts). A changing lag is a claim, so the constant (``none``) is kept unless the confident segments
+clearly need more, by margins that match the precision of a constant answer.
+
+Pure maths (:func:`segment_spans`, :func:`fit_drift` and its helpers) is apart from the one function that
+calls an engine (:func:`measure_timeline`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .analysis import FaceTrack
+from .estimates import Engine, Estimate
+from .media import GRID_FPS
+
+log = logging.getLogger(__name__)
+
+#: Default segment length and the share of it that neighbouring segments overlap.
+DEFAULT_SEGMENT_S = 10.0
+SEGMENT_OVERLAP = 0.5
+#: Shortest segment measured (a last, shorter piece below this is merged into its neighbour).
+MIN_SEGMENT_S = 4.0
+#: Confident segments needed before anything but a constant is considered.
+MIN_DRIFT_SEGMENTS = 4
+#: The precision a constant answer is held to (within 40 ms); a change of the lag must exceed it clearly.
+PRECISION_MS = 40.0
+#: A drift (start to end) or a step must be at least this large to be claimed: twice the precision.
+MIN_CHANGE_MS = 2 * PRECISION_MS
+#: A richer model must cut the constant's median absolute residual at least by this factor.
+MIN_IMPROVEMENT = 2.0
+#: Points on each side of a step (a single odd segment is an outlier, not a step).
+MIN_STEP_SIDE = 2
+#: Share of the confident segments a fit is judged on (the rest may be outliers: wrong peaks).
+TRIM = 0.8
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One stretch of the clip and the lag read there (None where not confident)."""
+
+    start_s: float
+    end_s: float
+    audio_lag_ms: float | None
+    confidence: float
+    p_correct: float | None
+    measured_lag_ms: float | None = None  #: the reading even when not confident
+
+    @property
+    def mid_s(self) -> float:
+        return (self.start_s + self.end_s) / 2
+
+    def to_dict(self) -> dict:
+        return {"start_s": round(self.start_s, 3), "end_s": round(self.end_s, 3),
+                "audio_lag_ms": None if self.audio_lag_ms is None else round(self.audio_lag_ms, 3),
+                "confidence": round(float(self.confidence), 4),
+                "p_correct": None if self.p_correct is None else round(float(self.p_correct), 4),
+                "measured_lag_ms": None if self.measured_lag_ms is None else round(self.measured_lag_ms, 3)}
+
+
+@dataclass(frozen=True)
+class Step:
+    at_s: float
+    before_ms: float
+    after_ms: float
+
+
+@dataclass(frozen=True)
+class Drift:
+    """What the timeline says: ``none`` (one constant lag), ``linear`` (clock drift) or ``steps`` (cuts)."""
+
+    kind: str
+    reason: str
+    ms_per_minute: float = 0.0  #: the lag's slope (linear; sign as audio_lag_ms)
+    start_lag_ms: float | None = None  #: the fitted lag at the first and last segment's middle
+    end_lag_ms: float | None = None
+    steps: list[Step] = field(default_factory=list)
+    residual_ms: float | None = None  #: mean absolute residual of the chosen fit over its best 80 % of segments
+    segments_used: int = 0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("_t0")
+        for k in ("ms_per_minute", "start_lag_ms", "end_lag_ms", "residual_ms"):
+            if d[k] is not None:
+                d[k] = round(float(d[k]), 3)
+        d["steps"] = [{k: round(float(v), 3) for k, v in asdict(s).items()} for s in self.steps]
+        return d
+
+    def lag_at(self, t_s: float) -> float | None:
+        """The fitted lag at ``t_s`` seconds (None without a fit)."""
+        if self.start_lag_ms is None:
+            return None
+        if self.kind == "linear":
+            return self.start_lag_ms + self.ms_per_minute * (t_s - self._t0) / 60.0
+        lag = self.steps[0].before_ms if self.steps else self.start_lag_ms
+        for s in self.steps:
+            if t_s >= s.at_s:
+                lag = s.after_ms
+        return lag
+
+    _t0: float = 0.0  #: time (s) that start_lag_ms refers to
+
+
+# ------------------------------------------------------------------------------------------- segments
+
+def segment_spans(first: int, end: int, segment_s: float = DEFAULT_SEGMENT_S,
+                  fps: int = GRID_FPS) -> list[tuple[int, int]]:
+    """Overlapping ``[f0, f1)`` grid-frame spans over frames ``first .. end`` (inclusive) of a track.
+
+    Spans are ``segment_s`` long and start every ``segment_s * (1 - SEGMENT_OVERLAP)``; the last one ends at
+    the track's end (a short remainder is absorbed by moving the last span back). A track shorter than two
+    segments gets one span, the whole track.
+    """
+    n = end - first + 1
+    length = max(1, int(round(segment_s * fps)))
+    hop = max(1, int(round(length * (1 - SEGMENT_OVERLAP))))
+    if n < 2 * length - hop or n < MIN_SEGMENT_S * fps:
+        return [(first, end + 1)]
+    starts = list(range(0, n - length + 1, hop))
+    if starts[-1] + length < n:
+        starts.append(n - length)
+    return [(first + s, first + s + length) for s in starts]
+
+
+def measure_timeline(engine: Engine, prepared: Any, track: FaceTrack, shift_ms: float, search_ms: float,
+                     segment_s: float = DEFAULT_SEGMENT_S) -> list[Segment]:
+    """Each segment of ``track`` read by ``engine`` (its ``measure_span``) with the audio moved by ``shift_ms``.
+
+    A segment's lag is ``shift_ms`` + the residual read there, so a lag that changes along the clip shows
+    as residuals that change. An engine without ``measure_span`` gives no timeline.
+    """
+    span_fn = getattr(engine, "measure_span", None)
+    if span_fn is None:
+        return []
+    out = []
+    for f0, f1 in segment_spans(track.start, track.end, segment_s):
+        est: Estimate = span_fn(prepared, f0, f1, shift_ms, search_ms)
+        measured = None if est.windows == 0 else shift_ms + float(est.audio_lag_ms)
+        ok = bool(est.confident and est.windows and not est.edge)
+        out.append(Segment(f0 / GRID_FPS, f1 / GRID_FPS, measured if ok else None, float(est.confidence),
+                           None if est.p_correct is None else float(est.p_correct), measured))
+    return out
+
+
+# ------------------------------------------------------------------------------------------- the fit
+
+def theil_sen(t: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(slope, intercept) of the Theil-Sen line: median of pairwise slopes, median intercept. Robust to
+    outliers (up to ~29 % of the points) without any tuning."""
+    i, j = np.triu_indices(len(t), 1)
+    dt = t[j] - t[i]
+    keep = dt != 0
+    if not keep.any():
+        return 0.0, float(np.median(y))
+    slope = float(np.median((y[j] - y[i])[keep] / dt[keep]))
+    return slope, float(np.median(y - slope * t))
+
+
+def spread(residuals: np.ndarray) -> float:
+    """Mean absolute residual of the best :data:`TRIM` share of the points: a few segments locked onto wrong
+    peaks do not count, yet (unlike a median) a model that misfits a third of the points pays for it."""
+    r = np.sort(np.abs(np.asarray(residuals, dtype=np.float64)))
+    return float(r[: max(1, int(np.ceil(TRIM * len(r))))].mean()) if len(r) else 0.0
+
+
+def best_step(t: np.ndarray, y: np.ndarray) -> tuple[int, float, float, float] | None:
+    """The single split of time-ordered points into two constant runs that fits best:
+    ``(index of the first point after, before_ms, after_ms, spread)``, None if too few points.
+
+    The split is chosen by the plain sum of absolute residuals (every point counts, so a split cannot hide
+    its misplaced points among the trimmed ones); :func:`spread` then judges the chosen one.
+    """
+    best, best_l1 = None, np.inf
+    for k in range(MIN_STEP_SIDE, len(t) - MIN_STEP_SIDE + 1):
+        a, b = float(np.median(y[:k])), float(np.median(y[k:]))
+        r = np.concatenate([y[:k] - a, y[k:] - b])
+        l1 = float(np.abs(r).sum())
+        if l1 < best_l1:
+            best, best_l1 = (k, a, b, spread(r)), l1
+    return best
+
+
+def fit_drift(segments: list[Segment]) -> Drift:
+    """The simplest account of the confident segments' lags: none, linear or one step (see the module)."""
+    pts = [(s.mid_s, s.audio_lag_ms) for s in segments if s.audio_lag_ms is not None]
+    if len(segments) < MIN_DRIFT_SEGMENTS:
+        return Drift("none", f"too short for a timeline: {len(segments)} segment(s), {MIN_DRIFT_SEGMENTS} needed "
+                             "to tell a changing lag from a constant one", segments_used=len(pts))
+    if len(pts) < MIN_DRIFT_SEGMENTS:
+        return Drift("none", f"only {len(pts)} of {len(segments)} segments are confident ({MIN_DRIFT_SEGMENTS} "
+                             "needed to claim a changing lag)", segments_used=len(pts))
+    t = np.array([p[0] for p in pts])
+    y = np.array([p[1] for p in pts])
+    order = np.argsort(t)
+    t, y = t[order], y[order]
+    t0 = float(t[0])
+    const = float(np.median(y))
+    res_none = spread(y - const)
+    floor = max(res_none, 1.0)
+
+    slope, icpt = theil_sen(t - t0, y)
+    res_lin = spread(y - (icpt + slope * (t - t0)))
+    change = slope * (t[-1] - t0)
+    step = best_step(t, y)
+
+    linear_ok = abs(change) >= MIN_CHANGE_MS and res_lin * MIN_IMPROVEMENT <= floor and res_lin <= PRECISION_MS / 2
+    step_ok = (step is not None and abs(step[2] - step[1]) >= MIN_CHANGE_MS and step[3] * MIN_IMPROVEMENT <= floor
+               and step[3] <= PRECISION_MS / 2)
+    if step_ok and linear_ok:  # both fit: the one that fits clearly better, else the line (fewer jumps claimed)
+        step_ok = step[3] * MIN_IMPROVEMENT <= res_lin
+        linear_ok = not step_ok
+    n = len(pts)
+    if linear_ok:
+        start, end = icpt, icpt + change
+        return Drift("linear", f"the lag drifts from {start:+.0f} ms to {end:+.0f} ms over {(t[-1] - t0) / 60:.1f} "
+                               f"min ({slope * 60:+.1f} ms per minute), {n} confident segments within "
+                               f"{res_lin:.0f} ms of the line", ms_per_minute=slope * 60, start_lag_ms=start,
+                     end_lag_ms=end, residual_ms=res_lin, segments_used=n, _t0=t0)
+    if step_ok:
+        k, before, after, res = step
+        at = float((t[k - 1] + t[k]) / 2)
+        return Drift("steps", f"the lag steps from {before:+.0f} ms to {after:+.0f} ms at {at:.1f} s, {n} confident "
+                              f"segments within {res:.0f} ms of the steps", start_lag_ms=before, end_lag_ms=after,
+                     steps=[Step(at, before, after)], residual_ms=res, segments_used=n, _t0=t0)
+    return Drift("none", f"one constant lag fits: {n} confident segments within {res_none:.0f} ms of "
+                         f"{const:+.0f} ms (no drift or step larger than {MIN_CHANGE_MS:.0f} ms stands out)",
+                 start_lag_ms=const, end_lag_ms=const, residual_ms=res_none, segments_used=n, _t0=t0)

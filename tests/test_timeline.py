@@ -1,0 +1,140 @@
+"""The lag along the clip (``timeline``) and its drift: the fit on its own, then real clips with a clock drift,
+a step at an edit and a constant offset, through the product's own flow and the command line."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from pipeline.sync import SyncOptions, run_to_result, sync_video
+from pipeline.timeline import Segment, fit_drift, segment_spans
+
+RATE = 16000
+
+
+# ------------------------------------------------------------------------------------------- the maths
+
+def test_segments_overlap_and_cover_the_track():
+    spans = segment_spans(100, 100 + 60 * 25 - 1, 10.0)
+    assert spans[0] == (100, 350) and spans[-1][1] == 100 + 60 * 25
+    assert all(b[0] - a[0] == 125 for a, b in zip(spans, spans[1:-1]))  # 5 s hop: half overlap
+    assert segment_spans(0, 12 * 25, 10.0) == [(0, 12 * 25 + 1)]  # too short for two: the whole track
+
+
+def _segments(lags: list[float | None], hop_s: float = 5.0) -> list[Segment]:
+    return [Segment(i * hop_s, i * hop_s + 10, lag, 8.0, 0.99, lag) for i, lag in enumerate(lags)]
+
+
+def test_fit_prefers_a_constant_and_ignores_outliers():
+    rng = np.random.default_rng(1)
+    lags = list(100 + rng.normal(0, 8, 20))
+    lags[5], lags[13] = 600.0, -400.0  # two segments locked onto wrong peaks
+    d = fit_drift(_segments(lags))
+    assert d.kind == "none" and abs(d.start_lag_ms - 100) < 10 and "constant" in d.reason
+
+
+def test_fit_finds_a_line_and_a_step():
+    rng = np.random.default_rng(2)
+    t = np.arange(30) * 5.0 + 5.0
+    line = fit_drift(_segments(list(20 + 60 * t / 60 + rng.normal(0, 6, 30)) + [None]))
+    assert line.kind == "linear" and abs(line.ms_per_minute - 60) < 5 and line.segments_used == 30
+    steps = [100.0 + rng.normal(0, 6) if x < 80 else 350.0 + rng.normal(0, 6) for x in t]
+    step = fit_drift(_segments(steps))
+    assert step.kind == "steps" and len(step.steps) == 1
+    assert abs(step.steps[0].at_s - 80) <= 5 and abs(step.steps[0].after_ms - step.steps[0].before_ms - 250) < 15
+
+
+def test_too_few_segments_is_none_with_the_reason():
+    assert "too short" in fit_drift(_segments([100.0, 101.0])).reason
+    few = fit_drift(_segments([100.0, None, None, 400.0, None, None]))
+    assert few.kind == "none" and "only 2 of 6" in few.reason
+
+
+# ------------------------------------------------------------------------------------------- real clips
+
+@pytest.fixture(scope="module")
+def d12(dev_dir):
+    """A real 60 s talking head, analysed once; its own reading is the reference (its sync is the source's)."""
+    from pipeline.analysis import analyse
+
+    path = dev_dir / "d12.mp4"
+    analysis = analyse(path)
+    base = run_to_result(sync_video(path, opts=SyncOptions(engine="cca"), analysis=analysis))
+    assert base.decision != "uncertain" and base.drift.kind == "none", base.drift
+    return path, analysis, base.audio_lag_ms
+
+
+def _drifted(audio: np.ndarray, ratio: float) -> np.ndarray:
+    """The audio as a clock ``ratio`` slower would have recorded it: what was said at t is heard at t * ratio."""
+    t = np.arange(len(audio)) / ratio
+    return np.interp(t, np.arange(len(audio)), audio.astype(np.float64)).astype(np.int16)
+
+
+def _stepped(audio: np.ndarray, at_s: float, step_ms: float) -> np.ndarray:
+    """``step_ms`` of silence inserted at ``at_s`` (an edit): the sound after it comes that much later."""
+    k, d = int(at_s * RATE), int(step_ms * RATE / 1000)
+    return np.concatenate([audio[:k], np.zeros(d, audio.dtype), audio[k:]])[: len(audio)]
+
+
+def _timeline(path, analysis, audio):
+    result = run_to_result(sync_video(path, opts=SyncOptions(engine="cca"),
+                                      analysis=dataclasses.replace(analysis, audio=audio)))
+    return result.to_report(curves=False)
+
+
+@pytest.mark.parametrize("ratio", [1.002, 0.9975])
+def test_clock_drift_is_found_with_its_slope(d12, ratio):
+    path, analysis, base = d12
+    report = _timeline(path, analysis, _drifted(analysis.audio, ratio))
+    drift = report["drift"]
+    want = (ratio - 1) * 60_000  # ms per minute
+    assert drift["kind"] == "linear", drift
+    assert abs(drift["ms_per_minute"] - want) <= 25, (drift, want)
+    first = report["timeline"][0]
+    assert abs(drift["start_lag_ms"] - (base + want * (first["start_s"] + first["end_s"]) / 2 / 60)) <= 40
+
+
+def test_a_step_at_an_edit_is_found_where_it_is(d12):
+    path, analysis, base = d12
+    report = _timeline(path, analysis, _stepped(analysis.audio, 30.0, 250.0))
+    drift = report["drift"]
+    assert drift["kind"] == "steps", drift
+    (step,) = drift["steps"]
+    assert abs(step["at_s"] - 30.0) <= 3.0
+    assert abs(step["before_ms"] - base) <= 40 and abs(step["after_ms"] - (base + 250)) <= 40
+
+
+def test_a_constant_offset_stays_none(d12):
+    path, analysis, base = d12
+    report = _timeline(path, analysis, np.concatenate([np.zeros(int(0.3 * RATE), np.int16), analysis.audio])
+                       [: len(analysis.audio)])
+    assert report["drift"]["kind"] == "none", report["drift"]
+    assert abs(report["audio_lag_ms"] - (base + 300)) <= 40
+    lags = [s["audio_lag_ms"] for s in report["timeline"] if s["audio_lag_ms"] is not None]
+    assert len(lags) >= 4 and max(lags) - min(lags) <= 80  # the parts of the clip agree with each other
+
+
+def test_detect_reports_the_timeline_of_a_drifting_file(d12, tmp_path, capsys):
+    """End to end on a written file: the command's JSON carries ``timeline`` and ``drift``; --segment-s
+    changes the segments, 0 turns the timeline off, a bad value is one clear error."""
+    from media_factory import with_audio
+
+    from pipeline.cli import main
+
+    path, analysis, _ = d12
+    drifted = with_audio(path, tmp_path / "drifted.mkv", _drifted(analysis.audio, 1.002))
+    assert main(["detect", str(drifted), "--engine", "cca", "--json", "--no-curves", "--segment-s", "15"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["drift"]["kind"] == "linear" and abs(report["drift"]["ms_per_minute"] - 120) <= 25
+    seg = report["timeline"][0]
+    assert set(seg) >= {"start_s", "end_s", "audio_lag_ms", "confidence", "p_correct"}
+    assert seg["end_s"] - seg["start_s"] == pytest.approx(15.0)
+    assert main(["detect", str(example := drifted), "--engine", "cca", "--json", "--no-curves",
+                 "--segment-s", "0"]) == 0
+    off = json.loads(capsys.readouterr().out)
+    assert off["timeline"] == [] and off["drift"]["kind"] == "none"
+    assert main(["detect", str(example), "--segment-s", "2"]) == 2
+    assert "--segment-s must be 0" in capsys.readouterr().err
