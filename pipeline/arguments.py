@@ -48,6 +48,8 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--segment-s", type=float, default=DEFAULT_SEGMENT_S,
                    help=f"timeline segments: the lag along the clip, read in overlapping windows of this many "
                         f"seconds, and its drift (default {DEFAULT_SEGMENT_S:.0f}; 0: no timeline)")
+    p.add_argument("--no-drift", action="store_true",
+                   help="a drift or step the timeline finds is reported but not acted on: one constant correction")
     defaults = cli_defaults()
     p.add_argument("--max-duration-s", type=float, default=defaults["max_duration_s"],
                    help="refuse longer videos (default: $SYNCFIX_MAX_DURATION_S, else no limit)")
@@ -61,4 +63,5 @@ def sync_options(args: argparse.Namespace) -> SyncOptions:
     """The measuring options from the command line (checked by :class:`SyncOptions` itself: UserError)."""
     return SyncOptions(engine=args.engine, weights=args.weights, device=args.device,
                        max_iterations=args.max_iterations, tolerance_ms=args.tolerance_ms,
-                       min_confidence=args.min_confidence, search_ms=args.search_ms, segment_s=args.segment_s)
+                       min_confidence=args.min_confidence, search_ms=args.search_ms, segment_s=args.segment_s,
+                       drift=not args.no_drift)

@@ -2,11 +2,13 @@
 
 Public interface (names and JSON fields are contracts):
 
-* ``detect VIDEO [--engine syncnet|auto] [--weights PATH] --json``: one JSON object with at least
-  ``audio_lag_ms`` (null when uncertain), ``confidence``, ``decision`` (in_sync|shift|uncertain),
-  ``reason``, ``engine``, ``fps``, ``duration_s``, ``tracks``, ``iterations``, ``elapsed_s``.
-* ``fix VIDEO [-o OUT] [--apply-ms MS] [--force] [--max-iterations N] --json``: the same plus ``output``,
-  ``applied_shift_ms`` and ``verified_shift_ms``.
+* ``detect VIDEO [--engine syncnet|auto] [--weights PATH] [--segment-s S] --json``: one JSON object with at
+  least ``audio_lag_ms`` (null when uncertain), ``confidence``, ``decision`` (in_sync|shift|uncertain),
+  ``reason``, ``engine``, ``fps``, ``duration_s``, ``tracks``, ``iterations``, ``elapsed_s``, ``timeline``
+  (the lag per segment) and ``drift`` (none|linear|steps, see :mod:`pipeline.timeline`).
+* ``fix VIDEO [-o OUT] [--apply-ms MS [--drift-ms-per-min D]] [--no-drift] [--force] --json``: the same
+  plus ``output``, ``applied_shift_ms`` and ``verified_shift_ms``; where a changing lag was removed,
+  ``applied_drift``, ``verified_drift`` (window by window) and ``verified_timeline`` (read again).
 * ``batch INPUT... -o OUTDIR [--workers N] [--ray [ADDRESS]] --json``: ``fix`` over collections, resumable
   (see :mod:`pipeline.batch`).
 
@@ -48,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     fix.add_argument("-o", "--output", help="output file (default: beside the input, never overwriting it)")
     fix.add_argument("--apply-ms", type=float,
                      help="skip measuring and remove this known lag (an audio_lag_ms: > 0 moves the audio earlier)")
+    fix.add_argument("--drift-ms-per-min", type=float, metavar="D",
+                     help="with --apply-ms LAG: remove lag(t) = LAG + D * t / 60 (t in s from the start): a known "
+                          "clock drift, resampled away")
     fix.add_argument("--force", action="store_true", help="apply the measured shift even when it is uncertain")
     from .batch import add_batch_parser
 
@@ -72,7 +77,8 @@ def run_fix(args: argparse.Namespace) -> dict:
     path, info = _checked(args)
     out = Path(args.output) if args.output else default_output_path(path)
     report = fix_video(path, out, None if args.apply_ms is not None else sync_options(args), info=info,
-                       apply_ms=args.apply_ms, force=args.force, curves=not args.no_curves,
+                       apply_ms=args.apply_ms, drift_ms_per_min=args.drift_ms_per_min, force=args.force,
+                       curves=not args.no_curves,
                        progress=sys.stderr.isatty())
     report["elapsed_s"] = round(time.perf_counter() - t0, 3)
     return report

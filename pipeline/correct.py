@@ -41,6 +41,8 @@ import numpy as np
 
 from syncnet.media import MediaError, open_container
 
+from .warp import AudioWarp, WarpStage
+
 log = logging.getLogger(__name__)
 
 #: Output container format by file suffix; others fall back to the input's own format name.
@@ -96,6 +98,9 @@ class WriteResult:
     skipped_streams: tuple[str, ...] = ()
     #: The encoder used for each audio stream, in stream order.
     audio_encoders: tuple[str, ...] = ()
+    #: A changing lag removed as well (:class:`~pipeline.warp.AudioWarp`): the drift resampled away (ms per
+    #: minute) and each step's edit as made in the first audio stream ``{"at_s", "delta_ms"}``; None: constant.
+    drift: dict | None = None
 
 
 def default_output_path(src: Path) -> Path:
@@ -249,6 +254,7 @@ class _AudioShifter:
         self.emitted = 0  # samples given to the encoder
         self.origin: Fraction | None = None  # time of the first decoded sample
         self.gap_tolerance = int(self.rate * GAP_TOLERANCE_S)
+        self.stage: WarpStage | None = None  # a changing lag's resampling and edits, after the constant shift
 
     def _queue(self, data: np.ndarray) -> None:
         if data.shape[1]:
@@ -302,6 +308,8 @@ class _AudioShifter:
             cut = min(self.skip, data.shape[1])
             data = data[:, cut:]
             self.skip -= cut
+        if self.stage is not None:
+            data = self.stage.push(data)
         self._queue(data)
         ready = self._ready()
         return self._encode(self._take(ready)) if ready > 0 else []
@@ -332,6 +340,8 @@ class _AudioShifter:
         packets: list[av.Packet] = []
         if self.resampler is not None:
             packets += [p for f in self.resampler.resample(None) for p in self.push(f)]
+        if self.stage is not None:
+            self._queue(self.stage.push(np.zeros((self.channels, 0), self.dtype), last=True))
         ready = self._ready()
         if ready > 0:
             packets += self._encode(self._take(ready))
@@ -464,8 +474,12 @@ def remove_stale_partials(folder: Path, max_age_s: float | None = None) -> int:
     return removed
 
 
-def write_shifted(src: Path, dst: Path, lag_ms: float) -> WriteResult:
+def write_shifted(src: Path, dst: Path, lag_ms: float | AudioWarp) -> WriteResult:
     """Write ``src`` to ``dst`` with every audio stream moved EARLIER by ``lag_ms`` (later if negative).
+
+    ``lag_ms`` may be an :class:`~pipeline.warp.AudioWarp` instead: a lag that changes along the clip
+    (drift resampled away, steps cut or padded at their quietest moment, see :mod:`pipeline.warp`), removed
+    from every audio stream alike on top of its constant part.
 
     Video and the other streams are copied packet by packet; the audio is re-encoded with its own codec
     (see the module docstring for priming). The file is written under a temporary name in ``dst``'s folder
@@ -489,7 +503,7 @@ def write_shifted(src: Path, dst: Path, lag_ms: float) -> WriteResult:
     log.info("wrote %s: audio moved %+.3f ms (%d audio, %d copied streams)", dst, result.applied_shift_ms,
              result.audio_streams, result.copied_streams)
     return WriteResult(dst, result.applied_shift_ms, result.audio_streams, result.copied_streams,
-                       result.skipped_streams, result.audio_encoders)
+                       result.skipped_streams, result.audio_encoders, result.drift)
 
 
 def _container_options(fmt: str, infos: dict[int, _AudioInfo]) -> dict[str, str]:
@@ -504,7 +518,7 @@ def _container_options(fmt: str, infos: dict[int, _AudioInfo]) -> dict[str, str]
     return {"movie_timescale": str(scale)}
 
 
-def _write(src: Path, tmp: Path, lag_ms: float) -> WriteResult:
+def _write(src: Path, tmp: Path, lag_ms: float | AudioWarp) -> WriteResult:
     """The work of :func:`write_shifted`, into ``tmp``: one pass over the input, packets in file order."""
     infos = _probe_audio(src)
     with open_container(src) as inp:
@@ -555,8 +569,13 @@ def _write(src: Path, tmp: Path, lag_ms: float) -> WriteResult:
             for shifter in shifters.values():
                 out.mux(shifter.finish())
     first = shifters[min(shifters)]
+    drift = None
+    if isinstance(lag_ms, AudioWarp) and not lag_ms.is_constant:
+        edits = first.stage.applied if first.stage is not None else []
+        drift = {"ms_per_minute": round(lag_ms.ms_per_minute, 3),
+                 "steps": [{"at_s": round(t, 3), "delta_ms": round(ms, 3)} for t, ms in edits]}
     return WriteResult(tmp, first.shift * 1000 / first.rate, len(shifters), len(routes) - len(shifters),
-                       tuple(skipped), tuple(s.stream.codec_context.name for s in shifters.values()))
+                       tuple(skipped), tuple(s.stream.codec_context.name for s in shifters.values()), drift)
 
 
 def _add_audio_stream(out: av.container.OutputContainer, fmt: str, stream: av.audio.stream.AudioStream,
@@ -573,7 +592,7 @@ def _add_audio_stream(out: av.container.OutputContainer, fmt: str, stream: av.au
 
 
 def _shifter(fmt: str, audio: av.audio.stream.AudioStream, encoder_delay: tuple[int, int], info: _AudioInfo,
-             lag_ms: float) -> _AudioShifter:
+             lag_ms: float | AudioWarp) -> _AudioShifter:
     """Where the re-encoded samples go so that the decoded output starts where the input did, exactly.
 
     The encoder's packets start ``priming`` samples before the first frame it is given. Where the container
@@ -600,7 +619,15 @@ def _shifter(fmt: str, audio: av.audio.stream.AudioStream, encoder_delay: tuple[
         on_grid = math.floor(kept_packet / step) * step
         lead = -round(kept_packet - on_grid)  # negative: silence put in front
     first_pts = round(start) + lead
-    shift = round(lag_ms * rate / 1000)
+    warp = lag_ms if isinstance(lag_ms, AudioWarp) else None
+    shift = round((warp.lag_ms if warp else lag_ms) * rate / 1000)
     log.debug("audio #%d: start %.6f s, priming %d, lead %d, shift %d samples", audio.index, float(info.start),
               priming, lead, shift)
-    return _AudioShifter(audio, shift, lead, first_pts, info)
+    shifter = _AudioShifter(audio, shift, lead, first_pts, info)
+    if warp is not None and not warp.is_constant:
+        # the stage's first sample plays at first_pts + the silence put in front (video time 0 = sample 0);
+        # the resampling starts there, which puts the drift's origin off by ratio error x that offset (< 2 ms
+        # for starts under a second)
+        origin = first_pts + max(0, -(shift + lead))
+        shifter.stage = WarpStage(warp, rate, shifter.channels, shifter.dtype, origin)
+    return shifter

@@ -13,14 +13,22 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+import numpy as np
 
 from .errors import UserError
 from .media import MediaInfo
 from .sync import IterationEvent, ProgressFn, SyncOptions, SyncResult, sync_video
+from .timeline import Drift
+from .warp import AudioWarp, WarpStep
 
 log = logging.getLogger(__name__)
+
+#: How close the window-by-window check of a changing lag's correction must come to the plan (envelopes
+#: resolve about a millisecond; a resampled window moves a few ms within itself).
+VERIFY_ALONG_MS = 5.0
 
 #: A measuring step: (path, options, probed facts, progress) -> the events of ``sync_video``. The app passes
 #: its GPU-scheduled wrapper of :func:`measure_events`; everything else uses it directly.
@@ -113,15 +121,58 @@ def manual_report(info: MediaInfo, apply_ms: float) -> dict:
             "iterations": [], "input": info.to_dict()}
 
 
+def warp_from_drift(drift: Drift) -> AudioWarp:
+    """The correction that removes what :func:`pipeline.timeline.fit_drift` found: the line's lag at t = 0 and
+    its slope, or the lag before the first step and each step's change."""
+    if drift.kind == "linear":
+        return AudioWarp(drift.start_lag_ms - drift.ms_per_minute * (drift.start_s or 0.0) / 60.0, drift.ms_per_minute)
+    if drift.kind == "steps":
+        return AudioWarp(drift.start_lag_ms - drift.ms_per_minute * (drift.start_s or 0.0) / 60.0,
+                         drift.ms_per_minute,
+                         steps=tuple(WarpStep(s.at_s, s.after_ms - s.before_ms) for s in drift.steps))
+    raise ValueError(f"no warp for a drift of kind {drift.kind!r}")
+
+
+def _verify_along(path: Path, written: Path, warp: AudioWarp) -> dict:
+    """The written audio against the input, window by window: moved as the warp says, at every time?"""
+    from .verify import shifts_along
+
+    found = shifts_along(path, written)
+    errors = [abs(ms - warp.lag_at(t)) for t, ms in found]
+    return {"windows": [{"at_s": round(t, 3), "shift_ms": round(ms, 3), "planned_ms": round(warp.lag_at(t), 3)}
+                        for t, ms in found],
+            "max_error_ms": round(max(errors), 3) if errors else None}
+
+
+def _verified_timeline(result: SyncResult, tolerance_ms: float) -> tuple[list[dict], str]:
+    """The written file's own timeline (read from the lips again) and what it says, in words."""
+    segs = [s for s in result.timeline if s.audio_lag_ms is not None]
+    inside = [s for s in segs if abs(s.audio_lag_ms) <= tolerance_ms]
+    if not segs:
+        words = "no segment of the written file could be read confidently, so the correction is not verified"
+    elif len(inside) == len(segs):
+        words = f"verified: all {len(segs)} confident segments of the written file are within +/-{tolerance_ms:.0f} ms"
+    else:
+        worst = max(segs, key=lambda s: abs(s.audio_lag_ms))
+        words = (f"{len(inside)} of {len(segs)} confident segments of the written file are within "
+                 f"+/-{tolerance_ms:.0f} ms; the worst reads {worst.audio_lag_ms:+.0f} ms at "
+                 f"{worst.start_s:.0f}-{worst.end_s:.0f} s")
+    return [s.to_dict() for s in result.timeline], words
+
+
 def fix_events(path: Path, out: Path, opts: SyncOptions | None, *, info: MediaInfo, apply_ms: float | None = None,
-               force: bool = False, curves: bool = True, progress: ProgressFn | None = None,
+               drift_ms_per_min: float | None = None, force: bool = False, curves: bool = True,
+               progress: ProgressFn | None = None,
                measure_fn: MeasureFn = measure_events) -> Iterator[IterationEvent | SyncResult | FixDone]:
     """Measure (unless ``apply_ms`` is given), decide, and write the corrected copy to ``out`` when it shifts.
 
     Yields every iteration and the decision as ``sync_video`` does, then one :class:`FixDone`. Only a
     "shift" writes (or, with ``force``, an uncertain reading). The written file is decoded again and its
-    shift measured against the input. Raises :class:`UserError` for an output that would replace the input
-    or change its container.
+    shift measured against the input. A lag that changes along the clip (the result's ``drift``, unless
+    ``opts.drift`` is off; or ``apply_ms`` with ``drift_ms_per_min``) is removed along the clip
+    (:mod:`pipeline.warp`); then the shift is checked window by window (``verified_drift``) and the written
+    file's timeline is read again from the lips (``verified_timeline``). Raises :class:`UserError` for an
+    output that would replace the input or change its container.
     """
     from .correct import write_shifted
     from .verify import measure_shift
@@ -132,9 +183,16 @@ def fix_events(path: Path, out: Path, opts: SyncOptions | None, *, info: MediaIn
         raise UserError(f"the output keeps the input's container: use a {path.suffix} name for -o")
     stage = progress or (lambda name, frac: None)
     result: SyncResult | None = None
+    warp: AudioWarp | None = None
+    if drift_ms_per_min is not None and apply_ms is None:
+        raise UserError("--drift-ms-per-min needs --apply-ms (the lag at the start of the clip)")
     if apply_ms is not None:
         summary = manual_report(info, apply_ms)
         lag: float | None = apply_ms
+        if drift_ms_per_min:
+            warp = AudioWarp(apply_ms, float(drift_ms_per_min))
+            summary["reason"] = (f"applied as requested: remove {apply_ms:+.1f} ms at the start, drifting "
+                                 f"{drift_ms_per_min:+.1f} ms per minute (--apply-ms, --drift-ms-per-min)")
     else:
         assert opts is not None, "options are needed to measure"
         for ev in measure_fn(path, opts, info, progress):
@@ -149,25 +207,48 @@ def fix_events(path: Path, out: Path, opts: SyncOptions | None, *, info: MediaIn
             summary["reason"] += f"; applied anyway (--force): {lag:+.1f} ms"
         elif result.decision != "shift":
             lag = None
-    summary.update(output=None, applied_shift_ms=0.0, verified_shift_ms=None)
+        drift = result.drift
+        if lag is not None and opts.drift and drift is not None and drift.kind != "none":
+            warp = warp_from_drift(drift)
+    summary.update(output=None, applied_shift_ms=0.0, verified_shift_ms=None, applied_drift=None,
+                   verified_drift=None, verified_timeline=None)
     if lag is None:
         yield FixDone(summary, result, None, 0.0, None)
         return
     stage("writing", 0.0)
-    written = write_shifted(path, out, lag)
+    written = write_shifted(path, out, warp if warp is not None else lag)
     stage("verifying", 0.0)
-    verified = measure_shift(path, written.output)
+    if warp is None:
+        verified = measure_shift(path, written.output)
+    else:  # the constant part, as verified window by window once the planned change is taken off
+        along = _verify_along(path, written.output, warp)
+        parts = [w["shift_ms"] - (w["planned_ms"] - warp.lag_ms) for w in along["windows"]]
+        verified = float(np.median(parts)) if parts else float("nan")
     summary.update(output=str(written.output), applied_shift_ms=round(written.applied_shift_ms, 3),
-                   verified_shift_ms=round(verified, 3))
-    if abs(verified - written.applied_shift_ms) > 1.0:
+                   verified_shift_ms=round(verified, 3) if np.isfinite(verified) else None)
+    if warp is not None:
+        summary["applied_drift"] = {**warp.to_dict(), "edits": (written.drift or {}).get("steps", [])}
+        summary["verified_drift"] = along
+        if opts is not None and opts.segment_s:
+            stage("verifying", 0.5)
+            check = None
+            for ev in measure_fn(written.output, replace(opts, drift=False), None, None):
+                if isinstance(ev, SyncResult):
+                    check = ev
+            if check is not None:
+                summary["verified_timeline"], words = _verified_timeline(check, opts.tolerance_ms)
+                summary["reason"] += f"; {words}"
+        log.info("changing lag removed: %s", summary["verified_drift"])
+    if not abs(verified - written.applied_shift_ms) <= (1.0 if warp is None else VERIFY_ALONG_MS):
         log.warning("the written file measures %+.2f ms against the input, expected %+.2f ms", verified,
                     written.applied_shift_ms)
     yield FixDone(summary, result, written.output, written.applied_shift_ms, verified)
 
 
 def fix_video(path: str | Path, out: str | Path | None = None, opts: SyncOptions | None = None, *,
-              info: MediaInfo | None = None, apply_ms: float | None = None, force: bool = False, curves: bool = True,
-              progress: bool = False, max_duration_s: float | None = None, max_size_mb: float | None = None) -> dict:
+              info: MediaInfo | None = None, apply_ms: float | None = None, drift_ms_per_min: float | None = None,
+              force: bool = False, curves: bool = True, progress: bool = False, max_duration_s: float | None = None,
+              max_size_mb: float | None = None) -> dict:
     """:func:`fix_events` run to the end; returns its report (``fix``'s JSON).
 
     This is the whole of ``fix``: the command and every batch task run exactly this, so a batch and ``fix``
@@ -183,7 +264,8 @@ def fix_video(path: str | Path, out: str | Path | None = None, opts: SyncOptions
     out = Path(out) if out is not None else default_output_path(path)
     if opts is None and apply_ms is None:
         opts = SyncOptions()
-    done = _drain(lambda update: fix_events(path, out, opts, info=info, apply_ms=apply_ms, force=force,
-                                            curves=curves, progress=update), progress)
+    done = _drain(lambda update: fix_events(path, out, opts, info=info, apply_ms=apply_ms,
+                                            drift_ms_per_min=drift_ms_per_min, force=force, curves=curves,
+                                            progress=update), progress)
     assert isinstance(done, FixDone)
     return done.report

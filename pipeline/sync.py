@@ -61,6 +61,8 @@ class SyncOptions:
     max_search_ms: float = MAX_SEARCH_MS
     #: timeline segments (s): the lag along the clip and its drift; 0 = no timeline
     segment_s: float = DEFAULT_SEGMENT_S
+    #: act on a drift or step the timeline finds (``--no-drift``: False, the constant correction only)
+    drift: bool = True
 
     def __post_init__(self) -> None:
         """One set of limits for every entry point: the CLI, the batch, the app and Python callers get the
@@ -347,8 +349,16 @@ def sync_video(path: str | Path, engine: Engine | EngineChoice | None = None, op
         reason = (f"the two engines disagree: {engine.name} {seed_ms + first.audio_lag_ms:+.1f} ms, "
                   f"{cross_check.name} {second.audio_lag_ms:+.1f} ms (more than {ENGINES_AGREE_MS:.0f} ms apart)")
     confident = decision != "uncertain"
+    lag = last.audio_lag_ms if confident else None
+    if drift is not None and drift.kind != "none" and opts.drift:
+        # a lag that changes is a finding of its own, held to its own margins (pipeline.timeline): it is what
+        # has to be corrected, whatever one constant over the whole clip said
+        if not confident:
+            lag = float(np.median([s.audio_lag_ms for s in timeline if s.audio_lag_ms is not None]))
+        decision, confident = "shift", True
+        reason = f"{drift.reason}: the lag changes along the clip, so it is corrected along the clip"
     p_correct = None if deciding_first.p_correct is None else round(float(deciding_first.p_correct), 4)
-    yield finish(decision, reason, last.audio_lag_ms if confident else None, deciding_first.confidence,
+    yield finish(decision, reason, lag, deciding_first.confidence,
                  p_correct=p_correct, used=deciding, iterations=iterations, tracks=tracks_report, track_id=chosen.id,
                  measured_lag_ms=last.audio_lag_ms if deciding_first.windows else None, cross_check=cross,
                  timeline=timeline, drift=drift)

@@ -86,11 +86,12 @@ class Drift:
     steps: list[Step] = field(default_factory=list)
     residual_ms: float | None = None  #: mean absolute residual of the chosen fit over its best 80 % of segments
     segments_used: int = 0
+    start_s: float | None = None  #: the times start_lag_ms and end_lag_ms refer to (first and last middle)
+    end_s: float | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d.pop("_t0")
-        for k in ("ms_per_minute", "start_lag_ms", "end_lag_ms", "residual_ms"):
+        for k in ("ms_per_minute", "start_lag_ms", "end_lag_ms", "residual_ms", "start_s", "end_s"):
             if d[k] is not None:
                 d[k] = round(float(d[k]), 3)
         d["steps"] = [{k: round(float(v), 3) for k, v in asdict(s).items()} for s in self.steps]
@@ -100,15 +101,8 @@ class Drift:
         """The fitted lag at ``t_s`` seconds (None without a fit)."""
         if self.start_lag_ms is None:
             return None
-        if self.kind == "linear":
-            return self.start_lag_ms + self.ms_per_minute * (t_s - self._t0) / 60.0
-        lag = self.steps[0].before_ms if self.steps else self.start_lag_ms
-        for s in self.steps:
-            if t_s >= s.at_s:
-                lag = s.after_ms
-        return lag
-
-    _t0: float = 0.0  #: time (s) that start_lag_ms refers to
+        lag = self.start_lag_ms + self.ms_per_minute * (t_s - (self.start_s or 0.0)) / 60.0
+        return lag + sum(s.after_ms - s.before_ms for s in self.steps if t_s >= s.at_s)
 
 
 # ------------------------------------------------------------------------------------------- segments
@@ -173,25 +167,46 @@ def spread(residuals: np.ndarray) -> float:
     return float(r[: max(1, int(np.ceil(TRIM * len(r))))].mean()) if len(r) else 0.0
 
 
-def best_step(t: np.ndarray, y: np.ndarray) -> tuple[int, float, float, float] | None:
-    """The single split of time-ordered points into two constant runs that fits best:
-    ``(index of the first point after, before_ms, after_ms, spread)``, None if too few points.
+def _side_slope(t: np.ndarray, y: np.ndarray, k: int) -> float:
+    """Median of the pairwise slopes within each side of a split at ``k`` (Theil-Sen with the jump left out)."""
+    slopes = []
+    for tt, yy in ((t[:k], y[:k]), (t[k:], y[k:])):
+        i, j = np.triu_indices(len(tt), 1)
+        keep = tt[j] != tt[i]
+        slopes.append((yy[j] - yy[i])[keep] / (tt[j] - tt[i])[keep])
+    allslopes = np.concatenate(slopes)
+    return float(np.median(allslopes)) if allslopes.size else 0.0
 
-    The split is chosen by the plain sum of absolute residuals (every point counts, so a split cannot hide
-    its misplaced points among the trimmed ones); :func:`spread` then judges the chosen one.
+
+def best_step(t: np.ndarray, y: np.ndarray, min_change_ms: float = MIN_CHANGE_MS,
+              ) -> tuple[int, float, float, float, float] | None:
+    """The single split of time-ordered points into two runs that fits best, each run constant or both
+    sharing one slope (a step at an edit on top of a clock drift): ``(index of the first point after,
+    lag before and after at t[0], slope in ms per s, spread)``, None if too few points.
+
+    A shared slope is kept only where it changes the lag by ``min_change_ms`` over the points (else a
+    constant is the simpler account). The split is chosen by the plain sum of absolute residuals (every
+    point counts, so a split cannot hide its misplaced points among the trimmed ones); :func:`spread` then
+    judges the chosen one.
     """
     best, best_l1 = None, np.inf
+    t = t - t[0]
     for k in range(MIN_STEP_SIDE, len(t) - MIN_STEP_SIDE + 1):
-        a, b = float(np.median(y[:k])), float(np.median(y[k:]))
-        r = np.concatenate([y[:k] - a, y[k:] - b])
+        slope = _side_slope(t, y, k)
+        if abs(slope) * (t[-1] - t[0]) < min_change_ms:
+            slope = 0.0
+        d = y - slope * t
+        a, b = float(np.median(d[:k])), float(np.median(d[k:]))
+        r = np.concatenate([d[:k] - a, d[k:] - b])
         l1 = float(np.abs(r).sum())
         if l1 < best_l1:
-            best, best_l1 = (k, a, b, spread(r)), l1
+            best, best_l1 = (k, a, b, slope, spread(r)), l1
     return best
 
 
 def fit_drift(segments: list[Segment]) -> Drift:
-    """The simplest account of the confident segments' lags: none, linear or one step (see the module)."""
+    """The simplest account of the confident segments' lags: none, linear, or one step (with the clock drift
+    that may run through it: ``ms_per_minute`` of a ``steps`` fit), see the module."""
     pts = [(s.mid_s, s.audio_lag_ms) for s in segments if s.audio_lag_ms is not None]
     if len(segments) < MIN_DRIFT_SEGMENTS:
         return Drift("none", f"too short for a timeline: {len(segments)} segment(s), {MIN_DRIFT_SEGMENTS} needed "
@@ -214,10 +229,10 @@ def fit_drift(segments: list[Segment]) -> Drift:
     step = best_step(t, y)
 
     linear_ok = abs(change) >= MIN_CHANGE_MS and res_lin * MIN_IMPROVEMENT <= floor and res_lin <= PRECISION_MS / 2
-    step_ok = (step is not None and abs(step[2] - step[1]) >= MIN_CHANGE_MS and step[3] * MIN_IMPROVEMENT <= floor
-               and step[3] <= PRECISION_MS / 2)
+    step_ok = (step is not None and abs(step[2] - step[1]) >= MIN_CHANGE_MS and step[4] * MIN_IMPROVEMENT <= floor
+               and step[4] <= PRECISION_MS / 2)
     if step_ok and linear_ok:  # both fit: the one that fits clearly better, else the line (fewer jumps claimed)
-        step_ok = step[3] * MIN_IMPROVEMENT <= res_lin
+        step_ok = step[4] * MIN_IMPROVEMENT <= res_lin
         linear_ok = not step_ok
     n = len(pts)
     if linear_ok:
@@ -225,13 +240,18 @@ def fit_drift(segments: list[Segment]) -> Drift:
         return Drift("linear", f"the lag drifts from {start:+.0f} ms to {end:+.0f} ms over {(t[-1] - t0) / 60:.1f} "
                                f"min ({slope * 60:+.1f} ms per minute), {n} confident segments within "
                                f"{res_lin:.0f} ms of the line", ms_per_minute=slope * 60, start_lag_ms=start,
-                     end_lag_ms=end, residual_ms=res_lin, segments_used=n, _t0=t0)
+                     end_lag_ms=end, residual_ms=res_lin, segments_used=n, start_s=t0,
+                     end_s=float(t[-1]))
     if step_ok:
-        k, before, after, res = step
+        k, a, b, sl, res = step
         at = float((t[k - 1] + t[k]) / 2)
-        return Drift("steps", f"the lag steps from {before:+.0f} ms to {after:+.0f} ms at {at:.1f} s, {n} confident "
-                              f"segments within {res:.0f} ms of the steps", start_lag_ms=before, end_lag_ms=after,
-                     steps=[Step(at, before, after)], residual_ms=res, segments_used=n, _t0=t0)
+        before, after = a + sl * (at - t0), b + sl * (at - t0)
+        also = f", drifting {sl * 60:+.1f} ms per minute throughout" if sl else ""
+        return Drift("steps", f"the lag steps from {before:+.0f} ms to {after:+.0f} ms at {at:.1f} s{also}, {n} "
+                              f"confident segments within {res:.0f} ms of the fit", ms_per_minute=sl * 60,
+                     start_lag_ms=a, end_lag_ms=b + sl * (t[-1] - t0), steps=[Step(at, before, after)],
+                     residual_ms=res, segments_used=n, start_s=t0, end_s=float(t[-1]))
     return Drift("none", f"one constant lag fits: {n} confident segments within {res_none:.0f} ms of "
                          f"{const:+.0f} ms (no drift or step larger than {MIN_CHANGE_MS:.0f} ms stands out)",
-                 start_lag_ms=const, end_lag_ms=const, residual_ms=res_none, segments_used=n, _t0=t0)
+                 start_lag_ms=const, end_lag_ms=const, residual_ms=res_none, segments_used=n,
+                 start_s=t0, end_s=float(t[-1]))

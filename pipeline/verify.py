@@ -48,14 +48,20 @@ def measure_shift(original: Path, corrected: Path, max_ms: float = 2500.0) -> fl
     :class:`~syncnet.media.MediaError` when either file has no audio or only silence.
     """
     limit = int(MEASURE_SECONDS * MEASURE_RATE)
-    signals = []
-    for path in (original, corrected):
-        audio = load_audio(path, MEASURE_RATE)[:limit]
-        if audio.size == 0 or int(np.abs(audio.astype(np.int32)).max()) < SILENCE_PEAK:
-            raise MediaError(f"{Path(path).name}: the audio is silent, so there is nothing to measure")
-        signal = audio.astype(np.float64)
-        signals.append(signal - signal.mean())
-    a, b = signals  # corrected[n] = original[n + s]: s > 0 when the audio was moved earlier
+    a, b = (_audible(load_audio(path, MEASURE_RATE)[:limit], path) for path in (original, corrected))
+    return _shift_between(a, b, max_ms, Path(original).name, Path(corrected).name)
+
+
+def _audible(audio: np.ndarray, path: Path) -> np.ndarray:
+    if audio.size == 0 or int(np.abs(audio.astype(np.int32)).max()) < SILENCE_PEAK:
+        raise MediaError(f"{Path(path).name}: the audio is silent, so there is nothing to measure")
+    signal = audio.astype(np.float64)
+    return signal - signal.mean()
+
+
+def _shift_between(a: np.ndarray, b: np.ndarray, max_ms: float, name_a: str, name_b: str) -> float:
+    """How far ``b`` is moved earlier than ``a`` (ms): the normalised cross-correlation peak (see above)."""
+    # b[n] = a[n + s]: s > 0 when the audio was moved earlier
     max_lag = int(round(max_ms * MEASURE_RATE / 1000))
     nfft = 1 << int(len(a) + len(b) - 1).bit_length()
     xcorr = np.fft.irfft(np.fft.rfft(a, nfft) * np.conj(np.fft.rfft(b, nfft)), nfft)
@@ -66,7 +72,7 @@ def measure_shift(original: Path, corrected: Path, max_ms: float = 2500.0) -> fl
     norm, overlap = _overlap_energy(cum_a, cum_b, lags, len(a), len(b))
     valid = (overlap >= min(len(a), len(b)) // 2) & (norm > 0)
     if not valid.any():
-        raise MediaError(f"{Path(corrected).name}: too little audio to measure a shift of up to {max_ms:g} ms")
+        raise MediaError(f"{name_b}: too little audio to measure a shift of up to {max_ms:g} ms")
     ncc = np.where(valid, raw / np.where(norm > 0, norm, 1.0), -np.inf)
     i = int(np.argmax(ncc))
     peak = float(ncc[i])
@@ -76,6 +82,41 @@ def measure_shift(original: Path, corrected: Path, max_ms: float = 2500.0) -> fl
     lag_ms = (lags[i] + offset) * 1000 / MEASURE_RATE
     if peak < 0.3:
         log.warning("weak match between %s and %s (normalised correlation %.2f): the measured %+.2f ms may "
-                    "be wrong", Path(original).name, Path(corrected).name, peak, lag_ms)
+                    "be wrong", name_a, name_b, peak, lag_ms)
     log.debug("measured shift %+.3f ms (normalised correlation %.3f)", lag_ms, peak)
     return float(lag_ms)
+
+
+def _envelope(audio: np.ndarray, width: int = MEASURE_RATE // 200) -> np.ndarray:
+    """|x| averaged over ``width`` samples (5 ms): what two slightly differently timed copies share."""
+    x = np.abs(audio.astype(np.float64))
+    c = np.concatenate([[0.0], np.cumsum(x)])
+    return (c[width:] - c[:-width]) / width
+
+
+def shifts_along(original: Path, corrected: Path, window_s: float = 10.0, max_ms: float = 2500.0,
+                 ) -> list[tuple[float, float]]:
+    """:func:`measure_shift` window by window over the whole clip: ``(middle of the window in s, shift ms)``.
+
+    What a correction of a changing lag is checked with: each window of the corrected audio against the
+    original around the same time (windows that are silent in either are left out). Within a window a
+    resampled correction moves by a few ms (0.2 % is 20 ms over 10 s), which decorrelates raw waveforms, so
+    the windows are compared by their amplitude envelopes (|x| over 5 ms): the peak is the window's mean
+    shift, to about a millisecond after the parabola.
+    """
+    a_all = _envelope(load_audio(original, MEASURE_RATE))
+    b_all = _envelope(load_audio(corrected, MEASURE_RATE))
+    w = int(window_s * MEASURE_RATE)
+    pad = int(max_ms * MEASURE_RATE / 1000)
+    out = []
+    for start in range(0, max(1, min(len(a_all), len(b_all)) - w + 1), w):
+        b = b_all[start : start + w]
+        lo = max(0, start - pad)
+        a = a_all[lo : start + w + pad]
+        if len(b) < w // 2 or b.max() < SILENCE_PEAK or a.max() < SILENCE_PEAK:
+            continue
+        # b is put at its own place within a's stretch, so the shift found is against the original's time
+        s = _shift_between(a - a.mean(), np.concatenate([np.zeros(start - lo), b - b.mean()]), max_ms,
+                           Path(original).name, Path(corrected).name)
+        out.append(((start + w / 2) / MEASURE_RATE, s))
+    return out

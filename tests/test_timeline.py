@@ -138,3 +138,102 @@ def test_detect_reports_the_timeline_of_a_drifting_file(d12, tmp_path, capsys):
     assert off["timeline"] == [] and off["drift"]["kind"] == "none"
     assert main(["detect", str(example), "--segment-s", "2"]) == 2
     assert "--segment-s must be 0" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------- the correction
+
+def test_warp_pieces_cut_insert_and_find_the_quiet():
+    from pipeline.warp import cut, insert_silence, quietest
+
+    x = np.ones((2, 1000), np.int16) * 1000
+    x[:, 600:700] = 0  # a pause
+    assert quietest(x, 300, 900, 50, 10) in range(610, 641)  # the cut (50 + fades) fits inside the pause
+    assert cut(x, 620, 50, 10).shape == (2, 950)
+    y = insert_silence(x, 300, 80, 10)
+    assert y.shape == (2, 1080) and not y[:, 300:380].any() and y[0, 0] == 1000
+
+
+def test_warp_stage_streams_as_one_piece_and_cuts_in_the_pause():
+    """Noise with one pause, through a 2 ms/s drift and a +100 ms step at 2.5 s: the stage resamples exactly as
+    libsoxr does on the whole signal, removes the 100 ms inside the pause (the quietest moment within a second),
+    and gives the same samples chunked or whole."""
+    import soxr
+
+    from pipeline.warp import AudioWarp, WarpStage, WarpStep
+
+    rate = 8000
+    x = np.random.default_rng(3).normal(0, 1000, (1, 6 * rate)).astype(np.float32)
+    x[:, int(2.6 * rate) : int(2.9 * rate)] = 0  # the pause
+    warp = AudioWarp(0.0, 120.0, (WarpStep(2.5, 100.0),))
+    whole = WarpStage(warp, rate, 1, np.float32, 0).push(x, last=True)
+    stage = WarpStage(warp, rate, 1, np.float32, 0)
+    chunked = np.concatenate([stage.push(x[:, i : i + 1000], last=i + 1000 >= x.shape[1])
+                              for i in range(0, x.shape[1], 1000)], axis=1)
+    assert chunked.shape == whole.shape and np.allclose(chunked, whole, atol=1e-2)
+    resampled = soxr.resample(x.T, rate * warp.ratio, rate, quality="VHQ").T
+    n = int(0.1 * rate)
+    assert whole.shape[1] == resampled.shape[1] - n
+    cut_at = int(stage.applied[0][0] * rate)
+    pause = (int(2.6 * rate / warp.ratio), int(2.9 * rate / warp.ratio))
+    assert pause[0] <= cut_at <= pause[1] - n and stage.applied[0][1] == 100.0
+    assert np.allclose(whole[:, : pause[0]], resampled[:, : pause[0]], atol=1e-2)  # before: untouched
+    assert np.allclose(whole[:, pause[1] :], resampled[:, pause[1] + n :], atol=1e-2)  # after: 100 ms earlier
+
+
+def _fix(tmp_path, capsys, src, *extra):
+    from pipeline.cli import main
+
+    out = tmp_path / f"{src.stem}.fixed.mkv"
+    assert main(["fix", str(src), "-o", str(out), "--engine", "cca", "--json", "--no-curves", *extra]) == 0
+    return out, json.loads(capsys.readouterr().out)
+
+
+def _against_original(tmp_path, d12, fixed) -> list[float]:
+    from media_factory import with_audio
+
+    from pipeline.verify import shifts_along
+
+    path, analysis, _ = d12
+    original = with_audio(path, tmp_path / "original.mkv", analysis.audio)
+    return [ms for _, ms in shifts_along(original, fixed)]
+
+
+@pytest.mark.parametrize("kind", ["drift", "step", "both"])
+def test_fix_removes_a_changing_lag_window_by_window(d12, tmp_path, capsys, kind):
+    """The corrected file against the undrifted original: one constant lag in every window (spread <= 20 ms),
+    the plan verified window by window, and the written file's own timeline read again from the lips."""
+    from media_factory import with_audio
+
+    path, analysis, base = d12
+    make = {"drift": lambda a: _drifted(a, 1.002), "step": lambda a: _stepped(a, 30.0, 250.0),
+            "both": lambda a: _stepped(_drifted(a, 0.9975), 30.0, 250.0)}[kind]
+    src = with_audio(path, tmp_path / f"{kind}.mkv", make(analysis.audio))
+    fixed, report = _fix(tmp_path, capsys, src)
+    assert report["decision"] == "shift" and report["drift"]["kind"] == ("linear" if kind == "drift" else "steps")
+    if kind == "both":
+        assert abs(report["drift"]["ms_per_minute"] - (-150)) <= 25
+        assert abs(report["drift"]["steps"][0]["at_s"] - 30) <= 3
+    assert report["applied_drift"] is not None and report["verified_drift"]["max_error_ms"] <= 5
+    shifts = _against_original(tmp_path, d12, fixed)
+    assert len(shifts) >= 5 and max(shifts) - min(shifts) <= 20, shifts
+    assert abs(np.median(shifts) - base) <= 40  # the constant left is what the clip itself reads
+    verified = [s for s in report["verified_timeline"] if s["audio_lag_ms"] is not None]
+    assert len(verified) >= 4 and all(abs(s["audio_lag_ms"]) <= 40 for s in verified)
+    assert "segments of the written file" in report["reason"]
+
+
+def test_a_known_drift_is_removed_without_measuring_and_no_drift_keeps_one_constant(d12, tmp_path, capsys):
+    from media_factory import with_audio
+
+    path, analysis, base = d12
+    src = with_audio(path, tmp_path / "drift.mkv", _drifted(analysis.audio, 1.002))
+    fixed, manual = _fix(tmp_path, capsys, src, "--apply-ms", f"{base:.1f}", "--drift-ms-per-min", "120")
+    assert manual["engine"] == "manual" and manual["applied_drift"]["ms_per_minute"] == 120.0
+    shifts = _against_original(tmp_path, d12, fixed)
+    assert max(shifts) - min(shifts) <= 10 and abs(np.median(shifts) - base) <= 5, shifts
+    _, constant = _fix(tmp_path, capsys, src, "--no-drift")
+    assert constant["drift"]["kind"] == "linear" and constant["applied_drift"] is None  # reported, not acted on
+    from pipeline.cli import main
+
+    assert main(["fix", str(src), "--drift-ms-per-min", "120"]) == 2
+    assert "needs --apply-ms" in capsys.readouterr().err
