@@ -446,6 +446,10 @@ def _describe(rec: dict) -> str:
     lag = rec.get("audio_lag_ms")
     conf = rec.get("confidence")
     text = d + (f" {lag:+.1f} ms" if lag is not None else "") + (f" (confidence {conf:.1f})" if conf else "")
+    if rec.get("drift_kind") == "linear":
+        text += f", drifting {rec['drift_ms_per_minute']:+.1f} ms/min"
+    elif rec.get("drift_kind") == "steps":
+        text += f", {rec['drift_steps']} step(s) in the lag"
     return text + (f" -> {rec['output']}" if rec.get("output") else "")
 
 

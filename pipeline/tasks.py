@@ -91,6 +91,7 @@ def base_record(task: BatchTask) -> dict:
     return {"path": task.path, "rel": task.rel, "decision": "error", "audio_lag_ms": None, "confidence": None,
             "p_correct": None, "engine": None, "output": None, "error": None, "error_kind": None, "reason": None,
             "applied_shift_ms": None, "verified_shift_ms": None, "duration_s": None, "fps": None,
+            "drift_kind": None, "drift_ms_per_minute": None, "drift_steps": None,
             "key": task.key, "sha256": task.sha256, "size": task.size, "mtime_ns": task.mtime_ns}
 
 
@@ -140,6 +141,9 @@ def process_task(task: BatchTask, settings: BatchSettings) -> dict:
         record.update({k: report.get(k) for k in ("decision", "audio_lag_ms", "confidence", "p_correct", "engine",
                                                   "output", "reason", "applied_shift_ms", "verified_shift_ms",
                                                   "duration_s", "fps")})
+        drift = report.get("drift") or {}
+        record.update(drift_kind=drift.get("kind"), drift_ms_per_minute=drift.get("ms_per_minute"),
+                      drift_steps=len(drift.get("steps") or []) if drift else None)
         record["timings"] = timings
         if report.get("warnings"):
             record["warnings"] = report["warnings"]

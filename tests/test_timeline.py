@@ -237,3 +237,18 @@ def test_a_known_drift_is_removed_without_measuring_and_no_drift_keeps_one_const
 
     assert main(["fix", str(src), "--drift-ms-per-min", "120"]) == 2
     assert "needs --apply-ms" in capsys.readouterr().err
+
+
+def test_the_batch_report_carries_the_drift(d12, tmp_path):
+    from media_factory import with_audio
+
+    from pipeline import batch_fix
+
+    path, analysis, _ = d12
+    (tmp_path / "in").mkdir()
+    with_audio(path, tmp_path / "in" / "drift.mkv", _drifted(analysis.audio, 1.002))
+    summary = batch_fix([tmp_path / "in"], tmp_path / "out", workers=1, engine="cca")
+    (line,) = [json.loads(x) for x in (tmp_path / "out" / "report.jsonl").read_text().splitlines()]
+    assert summary.counts["shift"] == 1 and line["drift_kind"] == "linear"
+    assert abs(line["drift_ms_per_minute"] - 120) <= 25 and line["drift_steps"] == 0
+    assert (tmp_path / "out" / "drift.mkv").is_file()
