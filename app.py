@@ -130,10 +130,10 @@ except ImportError:  # pragma: no cover - spaces is in requirements.txt
 
 
 @gpu
-def _measure(path: Path, opts: SyncOptions, info: MediaInfo | None = None,
-             progress=None) -> Iterator[IterationEvent | SyncResult]:
+def _measure(path: Path, opts: SyncOptions, info: MediaInfo | None = None, progress=None,
+             analysis=None) -> Iterator[IterationEvent | SyncResult]:
     """The GPU part: the library's measuring step (SyncNet and its cross-check, or cca), nothing else."""
-    yield from measure_events(path, opts, info, progress)
+    yield from measure_events(path, opts, info, progress, analysis=analysis)
 
 
 def _table(events: list[IterationEvent]) -> list[list]:

@@ -127,7 +127,9 @@ ALWAYS = -1e9
 def run_case(case: Case, analyses: dict, engine, search_ms: float | None = None) -> dict:
     from pipeline.sync import DEFAULT_SEARCH_MS, SyncOptions, run_to_result, sync_video
 
-    opts = SyncOptions(engine=engine.name, min_confidence=ALWAYS, search_ms=search_ms or DEFAULT_SEARCH_MS)
+    # the whole-clip estimate is what is scored: no timeline (it would only add time)
+    opts = SyncOptions(engine=engine.name, min_confidence=ALWAYS, search_ms=search_ms or DEFAULT_SEARCH_MS,
+                       segment_s=0)
     r = run_to_result(sync_video("", engine, opts, analysis=case_analysis(case, analyses)))
     est = r.iterations[0].estimate if r.iterations else None
     return {**dataclasses.asdict(case), "decision": r.decision, "reason": r.reason,

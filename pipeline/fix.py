@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .analysis import Analysis
 from .errors import UserError
 from .media import MediaInfo
 from .sync import IterationEvent, ProgressFn, SyncOptions, SyncResult, sync_video
@@ -30,9 +31,9 @@ log = logging.getLogger(__name__)
 #: resolve about a millisecond; a resampled window moves a few ms within itself).
 VERIFY_ALONG_MS = 5.0
 
-#: A measuring step: (path, options, probed facts, progress) -> the events of ``sync_video``. The app passes
-#: its GPU-scheduled wrapper of :func:`measure_events`; everything else uses it directly.
-MeasureFn = Callable[[Path, SyncOptions, MediaInfo | None, ProgressFn | None], Iterator[IterationEvent | SyncResult]]
+#: A measuring step: (path, options, probed facts, progress, analysis=None) -> the events of ``sync_video``.
+#: The app passes its GPU-scheduled wrapper of :func:`measure_events`; everything else uses it directly.
+MeasureFn = Callable[..., Iterator[IterationEvent | SyncResult]]
 
 
 @dataclass(frozen=True)
@@ -47,9 +48,13 @@ class FixDone:
 
 
 def measure_events(path: Path, opts: SyncOptions, info: MediaInfo | None = None,
-                   progress: ProgressFn | None = None) -> Iterator[IterationEvent | SyncResult]:
-    """``sync_video`` with the engines the options ask for (``auto``: SyncNet and its cca cross-check, or cca)."""
-    yield from sync_video(path, None, opts, info=info, progress=progress)
+                   progress: ProgressFn | None = None,
+                   analysis: Analysis | None = None) -> Iterator[IterationEvent | SyncResult]:
+    """``sync_video`` with the engines the options ask for (``auto``: SyncNet and its cca cross-check, or cca).
+
+    ``analysis``: the video's faces, already found (re-measuring a written copy, whose video is the input's
+    packet for packet): nothing is decoded or detected again."""
+    yield from sync_video(path, None, opts, info=info, progress=progress, analysis=analysis)
 
 
 def _progress_bar(enabled: bool):
@@ -124,13 +129,11 @@ def manual_report(info: MediaInfo, apply_ms: float) -> dict:
 def warp_from_drift(drift: Drift) -> AudioWarp:
     """The correction that removes what :func:`pipeline.timeline.fit_drift` found: the line's lag at t = 0 and
     its slope, or the lag before the first step and each step's change."""
-    if drift.kind == "linear":
-        return AudioWarp(drift.start_lag_ms - drift.ms_per_minute * (drift.start_s or 0.0) / 60.0, drift.ms_per_minute)
-    if drift.kind == "steps":
-        return AudioWarp(drift.start_lag_ms - drift.ms_per_minute * (drift.start_s or 0.0) / 60.0,
-                         drift.ms_per_minute,
-                         steps=tuple(WarpStep(s.at_s, s.after_ms - s.before_ms) for s in drift.steps))
-    raise ValueError(f"no warp for a drift of kind {drift.kind!r}")
+    if drift.kind not in ("linear", "steps"):
+        raise ValueError(f"no warp for a drift of kind {drift.kind!r}")
+    at_zero = drift.start_lag_ms - drift.ms_per_minute * (drift.start_s or 0.0) / 60.0
+    return AudioWarp(at_zero, drift.ms_per_minute,
+                     steps=tuple(WarpStep(s.at_s, s.after_ms - s.before_ms) for s in drift.steps))
 
 
 def _verify_along(path: Path, written: Path, warp: AudioWarp) -> dict:
@@ -229,10 +232,15 @@ def fix_events(path: Path, out: Path, opts: SyncOptions | None, *, info: MediaIn
     if warp is not None:
         summary["applied_drift"] = {**warp.to_dict(), "edits": (written.drift or {}).get("steps", [])}
         summary["verified_drift"] = along
-        if opts is not None and opts.segment_s:
+        if opts is not None and opts.segment_s and result is not None and result.analysis is not None:
+            from syncnet.media import load_audio
+
             stage("verifying", 0.5)
+            # the written video is the input's, packet for packet: its faces are the ones already found, so
+            # only the new soundtrack is read
+            again = replace(result.analysis, audio=load_audio(written.output))
             check = None
-            for ev in measure_fn(written.output, replace(opts, drift=False), None, None):
+            for ev in measure_fn(written.output, replace(opts, drift=False), None, None, analysis=again):
                 if isinstance(ev, SyncResult):
                     check = ev
             if check is not None:

@@ -128,6 +128,8 @@ class SyncResult:
     p_correct: float | None = None
     timeline: list[Segment] = field(default_factory=list)  #: the lag along the clip, segment by segment
     drift: Drift | None = None  #: what the timeline says (None: no timeline was measured)
+    #: the decoded faces and audio behind the result (not reported): a written copy is re-measured on them
+    analysis: Analysis | None = field(default=None, repr=False, compare=False)
 
     def to_report(self, curves: bool = True) -> dict:
         return {
@@ -246,7 +248,7 @@ def sync_video(path: str | Path, engine: Engine | EngineChoice | None = None, op
         warnings.append(f"only the first {analysis.duration_s:.1f} s of {whole:.1f} s of video could be decoded "
                         "(the file is cut off or damaged there); the measurement uses that part")
     base = dict(engine_reason=engine_reason, info=analysis.info, duration_s=analysis.duration_s,
-                options=opts.to_dict(), timings=dict(analysis.timings), warnings=warnings)
+                options=opts.to_dict(), timings=dict(analysis.timings), warnings=warnings, analysis=analysis)
 
     def finish(decision: str, reason: str, lag: float | None, conf: float | None, used: Engine = engine,
                **kw: Any) -> SyncResult:

@@ -97,13 +97,6 @@ class Drift:
         d["steps"] = [{k: round(float(v), 3) for k, v in asdict(s).items()} for s in self.steps]
         return d
 
-    def lag_at(self, t_s: float) -> float | None:
-        """The fitted lag at ``t_s`` seconds (None without a fit)."""
-        if self.start_lag_ms is None:
-            return None
-        lag = self.start_lag_ms + self.ms_per_minute * (t_s - (self.start_s or 0.0)) / 60.0
-        return lag + sum(s.after_ms - s.before_ms for s in self.steps if t_s >= s.at_s)
-
 
 # ------------------------------------------------------------------------------------------- segments
 
