@@ -104,18 +104,21 @@ class _ReusingCCA(CCAEngine):
 
     Natural, shifted and mismatched cases share their video, so their mouth features are identical; only
     ``prepare`` is memoised (keyed by the crops' memory and shape), measuring and deciding are untouched.
+    ``lip_model``: the learned witness fitted without the project being measured.
     """
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, lip_model=None) -> None:
+        super().__init__(lip_model=lip_model)
         self._memo: dict = {}
 
     def prepare(self, analysis, track) -> CCAPrepared:
         crops = track.mouth_crops
         key = (crops.__array_interface__["data"][0], crops.shape)
         if key not in self._memo:
-            self._memo[key] = super().prepare(analysis, track).features
-        return CCAPrepared(track=track, audio=analysis.audio, features=self._memo[key])
+            p = super().prepare(analysis, track)
+            self._memo[key] = (p.features, p.model_features)
+        features, model_features = self._memo[key]
+        return CCAPrepared(track=track, audio=analysis.audio, features=features, model_features=model_features)
 
 
 #: The benchmark measures with the decision threshold off (every first estimate "confident", so the flow
@@ -137,29 +140,42 @@ def run_case(case: Case, analyses: dict, engine, search_ms: float | None = None)
             "first_lag_ms": None if est is None else est.audio_lag_ms,
             "z": None if est is None else est.extra.get("z"),
             "z_halves": None if est is None else est.extra.get("z_halves"),
+            "z_model": None if est is None else est.extra.get("z_model"),
             "frames": None if est is None else est.windows,
             "edge": None if est is None else bool(est.edge), "search_ms": None if est is None else est.search_ms}
 
 
 _analyses: dict = {}
+_models: dict = {}
 
 
-def _init() -> None:
-    global _analyses
+def _init(models: dict | None) -> None:
+    global _analyses, _models
     _analyses = load_analyses(dev_clips(), workers=1)
+    _models = models or {}
 
 
 def _run_chunk(args: tuple[list[Case], float | None]) -> list[dict]:
     cases, search_ms = args
-    engine = _ReusingCCA()
-    return [run_case(c, _analyses, engine, search_ms) for c in cases]
+    engines: dict = {}
+    out = []
+    for c in cases:
+        if c.project not in engines:
+            engines[c.project] = _ReusingCCA(_models.get(c.project))
+        out.append(run_case(c, _analyses, engines[c.project], search_ms))
+    return out
 
 
-def run_all(cases: list[Case], workers: int = 2, search_ms: float | None = None, progress=None) -> list[dict]:
-    """Every case, ``workers`` processes; consecutive cases share a clip, so chunks reuse its mouth features."""
+def run_all(cases: list[Case], workers: int = 2, search_ms: float | None = None, progress=None,
+            models: dict | None = None) -> list[dict]:
+    """Every case, ``workers`` processes; consecutive cases share a clip, so chunks reuse its mouth features.
+
+    ``models``: ``{project: LipModel}``, the learned witness each project's cases are measured with (fitted
+    without that project: :func:`benchmarks.lipmodel_fit.fold_models`); the shipped one where absent.
+    """
     chunks = [(cases[i : i + 16], search_ms) for i in range(0, len(cases), 16)]
     rows: list[dict] = []
-    with ProcessPoolExecutor(max(1, workers), initializer=_init) as pool:
+    with ProcessPoolExecutor(max(1, workers), initializer=_init, initargs=(models,)) as pool:
         for part in pool.map(_run_chunk, chunks):
             rows.extend(part)
             if progress:

@@ -3,9 +3,10 @@
     .venv/bin/python benchmarks/bench_accuracy.py [--workers 2] [--json out.json] [--search-ms 3000]
     .venv/bin/python benchmarks/bench_accuracy.py --rows rows.json      # re-score saved rows, no measuring
 
-Cases (:mod:`benchmarks.accuracy`): every dev clip as it is, 9 shifted copies (-2.5 s .. +2.5 s), 3, 5
-and 8 s sub-clips, 13 mismatched soundtracks per clip (12 other clips' audio and its own reversed); each
-measured by the product's own flow (``sync_video``). Two sets of figures are printed:
+Every project's cases are measured with a learned lip model fitted without that project
+(:mod:`benchmarks.lipmodel_fit`). Cases (:mod:`benchmarks.accuracy`): every dev clip as it is, 9 shifted
+copies (-2.5 s .. +2.5 s), 3, 5 and 8 s sub-clips, 13 mismatched soundtracks per clip (12 other clips'
+audio and its own reversed); each measured by the product's own flow (``sync_video``). Two sets of figures are printed:
 
 * **held-out** (the ones to quote): each project's cases are decided by a calibration fitted with that
   project left out entirely (:func:`benchmarks.calibration_fit.held_out_p`);
@@ -152,15 +153,19 @@ def measure_rows(workers: int, search_ms: float | None) -> list[dict]:
 
     from benchmarks.accuracy import make_cases, run_all
     from benchmarks.devset import dev_clips, load_analyses
+    from benchmarks.lipmodel_fit import fold_models, project_moments
 
     clips = dev_clips()
     t0 = time.perf_counter()
     analyses = load_analyses(clips, workers)
     print(f"analyses ready in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     cases = make_cases(clips, {k: a.n_frames for k, a in analyses.items()})
+    # every project's cases are measured with a lip model fitted without that project
+    models = fold_models(project_moments(clips, analyses), sorted({c.project for c in clips}))
+    print(f"lip models (one per held-out project) fitted in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     del analyses
     with tqdm(total=len(cases), desc="cases", unit="case") as bar:
-        rows = run_all(cases, workers, search_ms, progress=bar.update)
+        rows = run_all(cases, workers, search_ms, progress=bar.update, models=models)
     return rows
 
 
@@ -173,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=Path("bench_accuracy.json"), help="figures out (JSON)")
     ap.add_argument("--write-calibration", action="store_true", help="refit on all rows, write the calibration")
     ap.add_argument("--no-halves", action="store_true",
-                    help="fit without the halves' agreement (z and length only), for comparison")
+                    help="fit without the halves' agreement, for comparison")
+    ap.add_argument("--no-model", action="store_true",
+                    help="fit without the learned lip model's support (z_model), for comparison")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
@@ -191,15 +198,15 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.cca import CALIBRATION_FILE, load_calibration
 
     if args.write_calibration:
-        f = cf.fit(rows, halves=not args.no_halves)
+        f = cf.fit(rows, halves=not args.no_halves, model=not args.no_model)
         CALIBRATION_FILE.write_text(json.dumps({**f.to_dict(), "source": "benchmarks/bench_accuracy.py "
                                                 "--write-calibration, fitted on all dev-set cases"}, indent=2)
                                     + "\n")
         print(f"wrote {CALIBRATION_FILE}: {f.to_dict()}", file=sys.stderr)
     shipped = load_calibration()
-    z, frames, zh = cf.design(rows)
-    p_ship = shipped.p_correct(z, frames, zh)
-    p_cv, thr_cv, fits = cf.held_out_p(rows, halves=not args.no_halves)
+    z, frames, zh, zm = cf.design(rows)
+    p_ship = shipped.p_correct(z, frames, zh, zm)
+    p_cv, thr_cv, fits = cf.held_out_p(rows, halves=not args.no_halves, model=not args.no_model)
 
     print("\n".join(per_clip_rows(rows, p_cv, thr_cv)))
     held = summarise(rows, p_cv, thr_cv)

@@ -81,12 +81,13 @@ def labels(rows: list[dict]) -> tuple[np.ndarray, np.ndarray]:
     return usable, correct
 
 
-def design(rows: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(z, frames, z_halves) per row (0 where a row has no score)."""
+def design(rows: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(z, frames, z_halves, z_model) per row (0 where a row has no score)."""
     z = np.array([r["z"] if r["z"] is not None else 0.0 for r in rows], float)
     frames = np.array([r["frames"] if r["frames"] else 1 for r in rows], float)
     zh = np.array([r.get("z_halves") or 0.0 for r in rows], float)
-    return z, frames, zh
+    zm = np.array([r.get("z_model") or 0.0 for r in rows], float)
+    return z, frames, zh, zm
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -127,20 +128,24 @@ def choose_threshold(rows: list[dict], p: np.ndarray, usable: np.ndarray, correc
     return 0.9999
 
 
-def fit(rows: list[dict], halves: bool = True) -> Calibration:
+def fit(rows: list[dict], halves: bool = True, model: bool = True) -> Calibration:
     """The calibration fitted on ``rows``: logistic on the usable rows, then the threshold.
 
-    ``halves``: use the halves' agreement (``z_halves``) as a third input beside z and the length.
+    ``halves``: use the halves' agreement (``z_halves``) as an input beside z and the length; ``model``: the
+    learned lip model's support of the peak (``z_model``).
     """
     usable, correct = labels(rows)
-    z, frames, zh = design(rows)
-    cols = [z, np.log(np.maximum(frames, 1) / 25.0)] + ([zh] if halves else [])
+    z, frames, zh, zm = design(rows)
+    zh = zh if halves else np.zeros_like(zh)
+    zm = zm if model else np.zeros_like(zm)
+    cols = [z, np.log(np.maximum(frames, 1) / 25.0), zh, zm]
     w = fit_logistic(np.stack(cols, axis=1)[usable], correct[usable].astype(float))
-    f = Calibration(w[0], w[1], w[2], 0.5, w[3] if halves else 0.0)
-    return replace(f, threshold=choose_threshold(rows, f.p_correct(z, frames, zh), usable, correct))
+    f = Calibration(w[0], w[1], w[2], 0.5, w[3], model_weight=w[4])
+    return replace(f, threshold=choose_threshold(rows, f.p_correct(z, frames, zh, zm), usable, correct))
 
 
-def held_out_p(rows: list[dict], halves: bool = True) -> tuple[np.ndarray, np.ndarray, dict[str, Calibration]]:
+def held_out_p(rows: list[dict], halves: bool = True, model: bool = True
+               ) -> tuple[np.ndarray, np.ndarray, dict[str, Calibration]]:
     """p_correct and threshold for every row from a fit that never saw the row's source project.
 
     A mismatched pair is held out with its video's project, and the training side drops every pair whose
@@ -151,12 +156,12 @@ def held_out_p(rows: list[dict], halves: bool = True) -> tuple[np.ndarray, np.nd
     p = np.zeros(len(rows))
     thr = np.zeros(len(rows))
     fits: dict[str, Calibration] = {}
-    z, frames, zh = design(rows)
+    z, frames, zh, zm = design(rows)
     for proj in projects:
         test = np.array([r["project"] == proj for r in rows])
         train = [r for r in rows if r["project"] != proj
                  and not (r["kind"] == "mismatch" and proj_of.get(str(r["audio_from"]).lstrip("~")) == proj)]
-        f = fits[proj] = fit(train, halves)
-        p[test] = f.p_correct(z[test], frames[test], zh[test])
+        f = fits[proj] = fit(train, halves, model)
+        p[test] = f.p_correct(z[test], frames[test], zh[test], zm[test])
         thr[test] = f.threshold
     return p, thr, fits

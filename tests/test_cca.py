@@ -15,17 +15,9 @@ import numpy as np
 import pytest
 
 from pipeline.analysis import analyse
-from pipeline.cca import (
-    STEPS_PER_FRAME,
-    CCAEngine,
-    _audio_around,
-    first_canonical_correlations,
-    frame_window_means,
-    lag_curve,
-    moving_average,
-    peak_z,
-)
+from pipeline.cca import CCAEngine, first_canonical_correlations, lag_curve
 from pipeline.correct import write_shifted
+from pipeline.lagcorr import STEPS_PER_FRAME, audio_around, frame_window_means, moving_average, peak_z
 from pipeline.sync import SyncOptions, run_to_result, sync_video
 from syncnet.media import load_audio
 
@@ -236,7 +228,7 @@ def test_a_stretch_of_the_track_reads_the_same_from_its_slice_of_the_audio():
     steps = np.arange(-80, 81, 7)
     lo, hi = 150, 260
     full, cnt_full = lag_curve(x[lo:hi], 10 + lo, feats, steps)
-    start, part = _audio_around(feats, 10 + lo, hi - lo, int(np.abs(steps).max()))
+    start, part = audio_around(feats, 10 + lo, hi - lo, int(np.abs(steps).max()))
     sliced, cnt = lag_curve(x[lo:hi], start, part, steps)
     assert len(part) < len(feats) and np.array_equal(cnt, cnt_full)
     assert np.allclose(sliced, full, atol=1e-12, equal_nan=True)

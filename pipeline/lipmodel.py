@@ -1,0 +1,186 @@
+"""The learned lip model: one small linear map from mouth motion and speech to a shared space.
+
+The per-clip canonical correlation (:mod:`pipeline.cca`) fits its projections on each clip alone, which is
+what makes it sharp on a long clip and what makes chance peaks on a short one or on mismatched audio. This
+model is the other half: one linear map fitted once, over every training clip at its published sync (a
+regularised CCA of 5 frames of mouth-shape velocity against 7 frames of speech features), so it carries
+what talking mouths and their sound have in common across speakers and nothing of the clip at hand. Alone
+it reads less sharply than the per-clip CCA; as a witness it is independent: the engine asks how strongly
+this model's own lag curve peaks near the per-clip peak (``z_model``), and the calibration weighs that with
+the rest of the evidence.
+
+The map is a small file beside this module (``lip_model.npz``, about 20 kB), reproduced from the dev set
+by ``benchmarks/lipmodel_fit.py --write``; the accuracy benchmark measures every project with a map fitted
+without that project. Mouth shape here is the normalised mouth crop's lowest 2-D DCT coefficients (a fixed
+basis, the same for every clip, unlike the per-clip PCA) and its vertical intensity profile.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .lagcorr import STEPS_PER_FRAME, LagMoments, frame_window_means, highpass
+
+log = logging.getLogger(__name__)
+
+MOUTH_VEC = (32, 20)  #: mouth crops are area-resized to this (width, height) before the DCT and profile
+DCT_BLOCK = (8, 6)  #: lowest DCT coefficients kept (horizontal, vertical): 48
+PROFILE_BANDS = 8  #: row bands of the mouth's vertical intensity profile
+#: Mouth context (visual rows, i.e. frame midpoints) and speech context (frames of 40 ms) around a moment.
+VISUAL_CONTEXT = (-2, -1, 0, 1, 2)
+AUDIO_CONTEXT = (-3, -2, -1, 0, 1, 2, 3)
+N_PAIRS = 6  #: canonical pairs kept
+RIDGE = 0.1  #: ridge on both pooled covariances, as a share of their mean variance
+CLIP_Z = 4.0
+#: The witness looks for its own peak this close to the per-clip peak: its readings of in-sync clips sit
+#: 0-100 ms from the per-clip CCA's on the dev set (the two measure the mouth's lead differently).
+SUPPORT_WINDOW_MS = 120.0
+MODEL_FILE = Path(__file__).with_name("lip_model.npz")
+
+
+# ------------------------------------------------------------------------------------------- inputs
+
+def mouth_profile(crops: np.ndarray) -> np.ndarray:
+    """Dark-interior share and 8 row bands of the mouth's centre, normalised per frame. (n, 9).
+
+    The centre of the crop (middle half of the width, middle two thirds of the height) is normalised per
+    frame, so lighting changes cancel; its share of dark pixels grows as the lips part, and the row bands
+    move with the lips, while side-to-side jitter of the crop barely touches either.
+    """
+    import cv2
+
+    h, w = crops.shape[1:]
+    profile = np.empty((len(crops), PROFILE_BANDS + 1))
+    for start in range(0, len(crops), 4096):
+        c = crops[start : start + 4096, h // 6 : 5 * h // 6, w // 4 : 3 * w // 4].astype(np.float32)
+        c = (c - c.mean(axis=(1, 2), keepdims=True)) / (c.std(axis=(1, 2), keepdims=True) + 1e-6)
+        rows = np.ascontiguousarray(c.mean(axis=2))
+        profile[start : start + len(c), 0] = (c < -1.0).mean(axis=(1, 2))
+        profile[start : start + len(c), 1:] = cv2.resize(rows, (PROFILE_BANDS, len(rows)), interpolation=cv2.INTER_AREA)
+    return profile
+
+
+def mouth_shape(crops: np.ndarray) -> np.ndarray:
+    """Per frame: the 48 lowest 2-D DCT coefficients of the normalised 32x20 mouth, and its profile. (n, 57)."""
+    import cv2
+
+    kx, ky = DCT_BLOCK
+    dct = np.empty((len(crops), kx * ky))
+    for i, c in enumerate(crops):
+        x = cv2.resize(c, MOUTH_VEC, interpolation=cv2.INTER_AREA).astype(np.float32)
+        x = (x - x.mean()) / (x.std() + 1e-6)
+        dct[i] = cv2.dct(x)[:ky, :kx].reshape(-1)
+    return np.concatenate([dct, mouth_profile(crops)], axis=1)
+
+
+def with_context(x: np.ndarray, offsets: tuple[int, ...], step: int = 1) -> np.ndarray:
+    """Rows of ``x`` side by side with their neighbours ``offsets * step`` rows away (zeros past the ends)."""
+    n, d = x.shape
+    out = np.zeros((n, d * len(offsets)))
+    for j, o in enumerate(offsets):
+        s = o * step
+        cols = slice(j * d, (j + 1) * d)
+        if s >= 0:
+            out[: n - s, cols] = x[s:]
+        else:
+            out[-s:, cols] = x[: n + s]
+    return out
+
+
+def visual_inputs(crops: np.ndarray) -> np.ndarray:
+    """Mouth-shape velocity at frame midpoints, high-passed, with its context. (n-1, 57 x 5)."""
+    return with_context(highpass(np.diff(mouth_shape(crops), axis=0), 25, CLIP_Z), VISUAL_CONTEXT)
+
+
+def audio_inputs(feats: np.ndarray) -> np.ndarray:
+    """The engine's 5 ms speech features with their context, one frame apart. (m, q x 7)."""
+    return with_context(feats, AUDIO_CONTEXT, STEPS_PER_FRAME)
+
+
+# ------------------------------------------------------------------------------------------- the model
+
+@dataclass(frozen=True)
+class LipModel:
+    """Canonical pairs: ``visual`` (p, k) and ``audio`` (q, k) weights, ``rho`` (k,) their pooled correlations."""
+
+    visual: np.ndarray
+    audio: np.ndarray
+    rho: np.ndarray
+
+    def project_visual(self, inputs: np.ndarray) -> np.ndarray:
+        return inputs @ self.visual
+
+    def project_audio(self, inputs: np.ndarray) -> np.ndarray:
+        return inputs @ self.audio
+
+    def save(self, path: Path) -> None:
+        np.savez(path, visual=self.visual.astype(np.float32), audio=self.audio.astype(np.float32),
+                 rho=self.rho.astype(np.float32))
+
+
+def load_lip_model(path: Path = MODEL_FILE) -> LipModel:
+    """The map shipped beside this module (``benchmarks/lipmodel_fit.py --write`` reproduces it)."""
+    with np.load(path) as z:
+        return LipModel(z["visual"].astype(np.float64), z["audio"].astype(np.float64), z["rho"].astype(np.float64))
+
+
+def projected_curve(model: LipModel, moments: LagMoments, ok: np.ndarray) -> np.ndarray:
+    """At each lag in ``ok``: the pairs' signed correlations, weighted by their pooled correlations.
+
+    Signed: the map knows which way a mouth and its sound move together, so an anti-correlation is no
+    evidence (the per-clip CCA cannot tell).
+    """
+    cxx, cyy, cxy = moments.covariances(ok)
+    vx = np.diagonal(cxx, axis1=1, axis2=2)
+    vy = np.diagonal(cyy, axis1=1, axis2=2)
+    r = np.diagonal(cxy, axis1=1, axis2=2) / np.sqrt(np.maximum(vx * vy, 1e-18))
+    return r @ (model.rho / model.rho.sum())
+
+
+# ------------------------------------------------------------------------------------------- fitting
+
+class PooledMoments:
+    """Sums of centred products over many tracks' (visual, audio) pairs, to fit a :class:`LipModel`."""
+
+    def __init__(self, p: int, q: int):
+        self.n = 0
+        self.xx, self.yy, self.xy = np.zeros((p, p)), np.zeros((q, q)), np.zeros((p, q))
+
+    def add(self, x: np.ndarray, y: np.ndarray) -> PooledMoments:
+        """One track's pairs, centred on their own means (a track's level is not evidence)."""
+        x, y = x - x.mean(axis=0), y - y.mean(axis=0)
+        self.n += len(x)
+        self.xx += x.T @ x
+        self.yy += y.T @ y
+        self.xy += x.T @ y
+        return self
+
+    def combined(self, other: PooledMoments, sign: float = 1.0) -> PooledMoments:
+        out = PooledMoments(*self.xy.shape)
+        out.n = self.n + int(sign) * other.n
+        out.xx, out.yy, out.xy = self.xx + sign * other.xx, self.yy + sign * other.yy, self.xy + sign * other.xy
+        return out
+
+
+def paired_rows(vis: np.ndarray, start: int, audio_in: np.ndarray, lag_steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """The (visual, audio) rows that meet at ``lag_steps`` (5 ms): a track's training pairs at its true lag."""
+    b, valid = frame_window_means(audio_in)
+    r = STEPS_PER_FRAME * start + 2 + STEPS_PER_FRAME * np.arange(len(vis)) + int(lag_steps)
+    ok = (r >= 0) & (r < len(b))
+    ok[ok] &= valid[r[ok]]
+    return vis[ok], b[r[ok]]
+
+
+def fit_lip_model(m: PooledMoments, pairs: int = N_PAIRS, ridge: float = RIDGE) -> LipModel:
+    """Regularised CCA of the pooled moments: the top ``pairs`` canonical directions."""
+    cxx, cyy, cxy = m.xx / m.n, m.yy / m.n, m.xy / m.n
+    p, q = len(cxx), len(cyy)
+    lx = np.linalg.cholesky(cxx + ridge * np.trace(cxx) / p * np.eye(p))
+    ly = np.linalg.cholesky(cyy + ridge * np.trace(cyy) / q * np.eye(q))
+    whitened = np.linalg.solve(ly, np.linalg.solve(lx, cxy).T).T
+    u, s, vt = np.linalg.svd(whitened)
+    return LipModel(np.linalg.solve(lx.T, u[:, :pairs]), np.linalg.solve(ly.T, vt[:pairs].T), s[:pairs])

@@ -1,0 +1,118 @@
+"""The learned lip model: shipped and small, fitted by a CCA that finds a planted relation, read exactly at
+every lag, and a witness that backs a real peak and not a chance one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.analysis import Analysis, analyse
+from pipeline.cca import CCAEngine, audio_features
+from pipeline.lagcorr import STEPS_PER_FRAME, frame_window_means, lag_moments, scored_lags
+from pipeline.lipmodel import (
+    AUDIO_CONTEXT,
+    MODEL_FILE,
+    VISUAL_CONTEXT,
+    LipModel,
+    PooledMoments,
+    audio_inputs,
+    fit_lip_model,
+    load_lip_model,
+    mouth_shape,
+    paired_rows,
+    projected_curve,
+    visual_inputs,
+    with_context,
+)
+
+
+def test_the_shipped_model_is_small_and_fits_the_inputs():
+    m = load_lip_model()
+    assert MODEL_FILE.stat().st_size < 64 * 1024
+    crops = np.random.default_rng(0).integers(0, 255, (30, 64, 96), dtype=np.uint8)
+    assert visual_inputs(crops).shape == (29, mouth_shape(crops).shape[1] * len(VISUAL_CONTEXT))
+    assert m.visual.shape[0] == visual_inputs(crops).shape[1]
+    assert m.audio.shape[0] == audio_features(np.zeros(16000)).shape[1] * len(AUDIO_CONTEXT)
+    assert m.visual.shape[1] == m.audio.shape[1] == len(m.rho)
+    assert np.all(np.diff(m.rho) <= 1e-6) and 0.2 < m.rho[0] < 1.0  # sorted, and a real pooled correlation
+
+
+def test_with_context_puts_neighbours_side_by_side():
+    x = np.arange(10.0)[:, None]
+    out = with_context(x, (-1, 0, 2))
+    assert out[5].tolist() == [4.0, 5.0, 7.0]
+    assert out[0].tolist() == [0.0, 0.0, 2.0] and out[9].tolist() == [8.0, 9.0, 0.0]
+
+
+def test_the_fit_finds_a_planted_relation_and_ignores_noise():
+    rng = np.random.default_rng(5)
+    m = PooledMoments(4, 3)
+    for _ in range(3):  # three "tracks", each with its own level (centred away)
+        x = rng.standard_normal((400, 4)) + rng.standard_normal(4) * 5
+        y = rng.standard_normal((400, 3))
+        y[:, 2] += 2.0 * (x[:, 1] - x[:, 1].mean())
+        m.add(x, y)
+    model = fit_lip_model(m, pairs=2, ridge=0.01)
+    assert model.rho[0] > 0.8 and model.rho[1] < 0.2
+    assert np.argmax(np.abs(model.visual[:, 0])) == 1 and np.argmax(np.abs(model.audio[:, 0])) == 2
+    # removing a part is the inverse of adding it
+    part = PooledMoments(4, 3).add(rng.standard_normal((50, 4)), rng.standard_normal((50, 3)))
+    back = m.combined(part).combined(part, -1.0)
+    assert back.n == m.n and np.allclose(back.xy, m.xy)
+
+
+def test_projected_curve_equals_direct_signed_correlations_at_every_lag():
+    """The moments' curve is the weighted Pearson r of each pair, computed lag by lag on the overlap."""
+    rng = np.random.default_rng(7)
+    n, start, k = 120, 5, 3
+    u = rng.standard_normal((n, k))
+    feats = rng.standard_normal((STEPS_PER_FRAME * (n + start) + 30, k))
+    feats[:, 0] -= np.repeat(np.concatenate([np.zeros(start), u[:, 0], np.zeros(5)]), STEPS_PER_FRAME)[: len(feats)]
+    model = LipModel(np.eye(k), np.eye(k), np.array([0.5, 0.3, 0.2]))
+    steps = np.array([-200, -9, 0, 3, 40])
+    mom = lag_moments(u, start, feats, steps)
+    ok = scored_lags(mom.cnt, n, 0.1)
+    curve = projected_curve(model, mom, ok)
+    means, valid = frame_window_means(feats)
+    for i, lag in enumerate(steps[ok]):
+        j = STEPS_PER_FRAME * start + 2 + STEPS_PER_FRAME * np.arange(n) + lag
+        sel = (j >= 0) & (j < len(feats))
+        sel[sel] &= valid[j[sel]]
+        r = [np.corrcoef(u[sel, c], means[j[sel], c])[0, 1] for c in range(k)]
+        assert curve[i] == pytest.approx(float(np.dot(r, model.rho / model.rho.sum())), abs=1e-9)
+    assert curve[2] < -0.2  # signed: the planted anti-correlation counts against lag 0
+
+
+def test_training_pairs_meet_at_the_given_lag():
+    feats = np.zeros((STEPS_PER_FRAME * 40, 1))
+    feats[STEPS_PER_FRAME * 20 : STEPS_PER_FRAME * 21] = 1.0  # a burst of sound in frame 20
+    vis = np.arange(30.0)[:, None]
+    x, y = paired_rows(vis, 0, feats, 0)
+    assert x[np.argmax(y[:, 0]), 0] in (19.0, 20.0)  # the midpoint rows around frame 20
+    x, y = paired_rows(vis, 0, feats, 5 * STEPS_PER_FRAME)  # audio 200 ms later: frame 15 meets the burst
+    assert x[np.argmax(y[:, 0]), 0] in (14.0, 15.0)
+
+
+@pytest.fixture(scope="module")
+def example(fixtures_dir):
+    return analyse(fixtures_dir / "example.avi", face_crops=False)
+
+
+def test_the_witness_backs_a_real_peak_and_not_another_clips_speech(example, fixtures_dir):
+    other = analyse(fixtures_dir / "w2l_input2.mp4", face_crops=False).audio
+    eng = CCAEngine()
+    prep = eng.prepare(example, example.tracks[0])
+    real = eng.measure(prep, 0.0, 3000)
+    assert prep.model_features.shape == (len(prep.features), len(eng.lip_model.rho))
+    assert real.extra["z_model"] > 4.0 and real.p_correct > 0.9
+    mismatched = Analysis(info=example.info, audio=np.resize(other, len(example.audio)), n_frames=example.n_frames,
+                          tracks=example.tracks, scene_cuts=[], timings={})
+    wrong = eng.measure(eng.prepare(mismatched, example.tracks[0]), 0.0, 3000)
+    assert wrong.extra["z_model"] < real.extra["z_model"] - 2.0 and not wrong.confident
+
+
+def test_audio_inputs_stack_one_frame_apart():
+    feats = np.arange(100.0)[:, None]
+    out = audio_inputs(feats)
+    row = out[50]
+    assert row.tolist() == [50.0 + STEPS_PER_FRAME * o for o in AUDIO_CONTEXT]
