@@ -42,6 +42,7 @@ from pipeline.sync import (  # noqa: E402
     SyncOptions,
     SyncResult,
 )
+from pipeline.timeline import describe_drift  # noqa: E402
 from syncnet.media import MediaError  # noqa: E402
 from syncnet.weights import WeightsError  # noqa: E402
 
@@ -165,6 +166,22 @@ def _explain(result: SyncResult | None, lag: float | None, applied: bool, verifi
     return head
 
 
+def _explain_along(report: dict) -> str:
+    """How a lag that changes along the clip was removed, and what the written file says: the report's own
+    figures (the plan's start lag, the window-by-window check, the written file's timeline)."""
+    start = float((report.get("applied_drift") or {}).get("lag_ms", report["applied_shift_ms"]))
+    words = f"At the start the audio was moved {abs(start):.1f} ms {'earlier' if start > 0 else 'later'}."
+    check = (report.get("verified_drift") or {}).get("max_error_ms")
+    if check is not None:
+        words += f" Checked in the written file window by window: within {check:.0f} ms of the plan"
+        after = [s for s in report.get("verified_timeline") or [] if s.get("audio_lag_ms") is not None]
+        if after:
+            worst = max(abs(s["audio_lag_ms"]) for s in after)
+            words += f"; read again from the lips, {len(after)} confident segments, the worst {worst:.0f} ms off"
+        words += "."
+    return words
+
+
 def _output_name(src: Path) -> str:
     """A generated output name: ``synced`` plus the input's container suffix (never the upload's name)."""
     suffix = src.suffix.lower()
@@ -210,9 +227,14 @@ def _run(j: Job, path: Path, opts: SyncOptions, manual_ms: float | None, progres
     report_path.write_text(json.dumps(report, indent=1))
     progress(1.0, desc="done")
     lag = report["audio_lag_ms"] if done.output is not None else None
-    yield (_explain(done.result, lag, done.output is not None, done.verified_shift_ms), _table(events),
-           sync_figure(events), str(video) if video else None, str(done.output) if done.output else None,
-           str(report_path))
+    corrected = None if done.output is None else report.get("applied_drift") is not None
+    along = describe_drift(report.get("drift"), corrected)
+    if corrected:  # one lag does not describe it: say what changes along the clip and how it was checked
+        text = f"{along} {_explain_along(report)}"
+    else:
+        text = f"{_explain(done.result, lag, done.output is not None, done.verified_shift_ms)} {along}".strip()
+    yield (text, _table(events), sync_figure(events, report=report),
+           str(video) if video else None, str(done.output) if done.output else None, str(report_path))
 
 
 def sync(video: str | None, engine: str = "auto", search_ms: float = DEFAULT_SEARCH_MS,

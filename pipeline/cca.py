@@ -66,6 +66,8 @@ MIN_SEARCH_MS = 3000.0
 #: Ridge on both covariances, as a share of their mean variance: strong shrinkage, which keeps chance
 #: correlations of 21 x 19 features over a few seconds down (chosen on the dev set: 0.1, 0.3, 1, 3 tried).
 RIDGE = 1.0
+#: Short reads (timeline segments and their halves) score every 4th lag (20 ms) and every lag near the best.
+COARSE_STRIDE = 4
 #: An estimate counts as correct within this (the calibration's target).
 CORRECT_MS = 40.0
 #: Shortest face track the engine reads (2 s); below the calibrated precision it abstains anyway.
@@ -160,6 +162,40 @@ def lag_curve(x: np.ndarray, start: int, feats: np.ndarray, lag_steps: np.ndarra
     if ok.any():
         curve[ok] = _top_canonical(*mom.covariances(ok))
     return curve, mom.cnt
+
+
+def sparse_lag_curve(x: np.ndarray, start: int, feats: np.ndarray, lag_steps: np.ndarray,
+                     stride: int = COARSE_STRIDE, peaks: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`lag_curve` at every ``stride``-th lag, and at every lag within ``stride`` of the ``peaks`` best
+    local maxima of those (damped as the engine damps): (indices into ``lag_steps``, in order; curve there;
+    frames used there).
+
+    The curve is smooth on the scale of a frame (the audio is averaged over 40 ms), so its peak and the
+    spread of the rest (what ``peak_z`` reads) come out the same from a quarter of the lags; refining around
+    more than one coarse maximum keeps a peak with two close lobes from being read on the wrong one (only
+    the refined lags around the best are returned, so the rest is on the coarse grid). This is what makes
+    the many short reads of a timeline (each segment and its halves) cheap.
+    """
+    steps = np.asarray(lag_steps)
+    stride = max(1, stride)
+    coarse = np.arange(0, len(steps), stride)
+    raw, cnt = lag_curve(x, start, feats, steps[coarse])
+    if not np.isfinite(raw).any():
+        return coarse, raw, cnt
+    d = np.nan_to_num(raw * np.sqrt(cnt), nan=-np.inf)
+    padded = np.concatenate([[-np.inf], d, [-np.inf]])
+    local = np.flatnonzero((d >= padded[:-2]) & (d >= padded[2:]) & np.isfinite(d))
+    tops = coarse[local[np.argsort(d[local])[::-1][:peaks]]]
+    fine = np.unique(np.concatenate([np.arange(max(0, b - stride + 1), min(len(steps), b + stride)) for b in tops]))
+    fine = np.setdiff1d(fine, coarse)
+    raw_f, cnt_f = lag_curve(x, start, feats, steps[fine])
+    best = fine[np.nanargmax(np.nan_to_num(raw_f * np.sqrt(cnt_f), nan=-np.inf))] if len(fine) else tops[0]
+    if d.max() >= np.nanmax(raw_f * np.sqrt(cnt_f), initial=-np.inf):
+        best = tops[0]
+    keep = np.abs(fine - best) < stride  # the rest stays on the coarse grid, as peak_z expects
+    idx = np.concatenate([coarse, fine[keep]])
+    order = np.argsort(idx)
+    return idx[order], np.concatenate([raw, raw_f[keep]])[order], np.concatenate([cnt, cnt_f[keep]])[order]
 
 
 def _top_canonical(cxx: np.ndarray, cyy: np.ndarray, cxy: np.ndarray) -> np.ndarray:
@@ -267,11 +303,13 @@ class CCAEngine:
         return False
 
     @staticmethod
-    def _halves_z(prep: CCAPrepared, feats: np.ndarray, steps: np.ndarray, lags: np.ndarray, best: int,
-                  lo: int = 0, hi: int | None = None) -> float:
+    def _halves_z(prep: CCAPrepared, feats: np.ndarray, steps: np.ndarray, lags: np.ndarray, peak_ms: float,
+                  lo: int = 0, hi: int | None = None, sparse: bool = False) -> float:
         """How well each half of the stretch ``lo:hi`` of the track's features, on its own, supports its
-        peak: the smaller of the two halves' peak z at that lag (within 20 ms). A chance peak of mismatched
-        audio is rarely shared by two independent stretches of video; a real one is.
+        peak (at ``peak_ms``): the smaller of the two halves' peak z at that lag (within 20 ms). A chance peak
+        of mismatched audio is rarely shared by two independent stretches of video; a real one is. ``steps``
+        and ``lags`` are the whole search; ``sparse``: the halves' curves at every 4th of them and every one
+        near the peak.
         """
         hi = len(prep.features) if hi is None else hi
         half = (hi - lo) // 2
@@ -280,11 +318,18 @@ class CCAEngine:
         zs = []
         for a, b in ((lo, lo + half), (lo + half, hi)):
             start, part = audio_around(feats, prep.track.start + a, b - a, int(np.abs(steps).max()))
-            raw, cnt = lag_curve(prep.features[a:b], start, part, steps)
+            if sparse:
+                near = np.flatnonzero(np.abs(lags - peak_ms) <= HALF_AGREE_MS)
+                idx = np.union1d(np.arange(0, len(steps), COARSE_STRIDE), near)
+                raw, cnt = lag_curve(prep.features[a:b], start, part, steps[idx])
+                at_lags = lags[idx]
+            else:
+                raw, cnt = lag_curve(prep.features[a:b], start, part, steps)
+                at_lags = lags
             if not np.isfinite(raw).any():
                 return 0.0
             curve = damped(raw, cnt, b - a)
-            zs.append(peak_z(curve, lags, best_near(curve, lags, lags[best], HALF_AGREE_MS)))
+            zs.append(peak_z(curve, at_lags, best_near(curve, at_lags, peak_ms, HALF_AGREE_MS)))
         return float(min(zs))
 
     def _model_z(self, prep: CCAPrepared, model_audio: np.ndarray, steps: np.ndarray, lags: np.ndarray,
@@ -331,14 +376,17 @@ class CCAEngine:
         """The estimate from features ``lo:hi`` (frame midpoints from the track's frame ``lo``)."""
         search = max(MIN_SEARCH_MS, float(search_ms))
         steps = np.arange(-int(round(search / LAG_STEP_MS)), int(round(search / LAG_STEP_MS)) + 1)
-        lags = steps * LAG_STEP_MS
+        lags = all_lags = steps * LAG_STEP_MS
+        all_steps = steps
         feats, model_audio = self._features_at(prep, shift_ms)
         n = hi - lo
-        if (lo, hi) == (0, len(prep.features)):
+        whole = (lo, hi) == (0, len(prep.features))
+        if whole:  # every lag: the whole track's curve is what is reported and plotted
             raw, cnt = lag_curve(prep.features, prep.track.start, feats, steps)
-        else:
+        else:  # a stretch (a timeline segment): every 4th lag and every lag near the best
             start, part = audio_around(feats, prep.track.start + lo, n, int(np.abs(steps).max()))
-            raw, cnt = lag_curve(prep.features[lo:hi], start, part, steps)
+            idx, raw, cnt = sparse_lag_curve(prep.features[lo:hi], start, part, steps)
+            steps, lags = steps[idx], lags[idx]
         if n < 3 or not np.isfinite(raw).any():
             return Estimate(self.name, 0.0, 0.0, False, False, search, lags, np.zeros(len(lags)),
                             "canonical correlation", False, 0,
@@ -347,13 +395,13 @@ class CCAEngine:
         best = int(np.argmax(curve))
         lag = float(lags[best]) + parabolic_peak(curve, best, LAG_STEP_MS)
         z = peak_z(curve, lags, best)
-        z_half = self._halves_z(prep, feats, steps, lags, best, lo, hi)
+        z_half = self._halves_z(prep, feats, all_steps, all_lags, float(lags[best]), lo, hi, sparse=not whole)
         z_model = self._model_z(prep, model_audio, steps, lags, best, lo, hi)
         p = float(self.calibration.p_correct(z, n + 1, z_half, z_model))
         confident = z >= self.min_confidence if self.min_confidence is not None else p >= self.calibration.threshold
         extra: dict = {"z": round(z, 3), "z_halves": round(z_half, 3), "z_model": round(z_model, 3),
                        "rho": round(float(raw[best]), 4)}
         return Estimate(engine=self.name, audio_lag_ms=lag, confidence=z, confident=bool(confident),
-                        edge=best in (0, len(lags) - 1), search_ms=search, lags_ms=lags, curve=curve,
+                        edge=abs(lags[best]) >= search - LAG_STEP_MS / 2, search_ms=search, lags_ms=lags, curve=curve,
                         curve_label="canonical correlation", best_is_min=False, windows=n,
                         window_times_s=np.zeros(0), window_confidence=np.zeros(0), extra=extra, p_correct=p)

@@ -1,4 +1,6 @@
-"""The confidence plot: score against shift for each iteration, and confidence along the clip.
+"""The confidence plot: score against shift for each iteration, the lag along the clip (the timeline: each
+segment's reading, the fitted drift or steps, and the written file's readings after correction), and
+SyncNet's confidence along the clip.
 
 Built on ``matplotlib.figure.Figure`` (no pyplot global state, so concurrent jobs cannot draw into each
 other's figures) with the Agg backend; any front end can show it.
@@ -6,23 +8,99 @@ other's figures) with the Agg backend; any front end can show it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from .sync import IterationEvent
 
+#: The precision a confident reading is calibrated to (within 40 ms): the band drawn around each segment.
+BAND_MS = 40.0
 
-def sync_figure(events: Sequence[IterationEvent], title: str = "") -> Figure:
+
+def _fitted_path(drift: Mapping, t0: float, t1: float) -> tuple[list[float], list[float]]:
+    """The fitted lag over [t0, t1] as a polyline: a line (clock drift) or a step at each cut (with any
+    shared slope)."""
+    slope = float(drift.get("ms_per_minute") or 0.0) / 60.0
+    if drift.get("kind") == "linear":
+        a, b = drift.get("start_s") or t0, drift.get("end_s") or t1
+        la, lb = float(drift["start_lag_ms"]), float(drift["end_lag_ms"])
+        k = (lb - la) / (b - a) if b > a else 0.0
+        return [t0, t1], [la + k * (t0 - a), la + k * (t1 - a)]
+    xs: list[float] = []
+    ys: list[float] = []
+    start, lag_at_start = t0, None
+    for st in drift.get("steps", []):
+        at = float(st["at_s"])
+        before = float(st["before_ms"])
+        xs += [start, at]
+        ys += [before - slope * (at - start) if lag_at_start is None else lag_at_start, before]
+        start, lag_at_start = at, float(st["after_ms"])
+    if lag_at_start is not None:
+        xs += [start, t1]
+        ys += [lag_at_start, lag_at_start + slope * (t1 - start)]
+    return xs, ys
+
+
+def draw_timeline(ax, report: Mapping) -> bool:
+    """The lag along the clip on ``ax``: each segment's reading (confident: filled, with the 40 ms band its
+    calibration stands for; not confident: hollow), the fitted line or steps, the clip's constant lag, and
+    the written file's readings after correction. False (nothing drawn) without a timeline."""
+    segs = report.get("timeline") or []
+    if len(segs) < 2:
+        return False
+    t0, t1 = min(s["start_s"] for s in segs), max(s["end_s"] for s in segs)
+    conf = [s for s in segs if s.get("audio_lag_ms") is not None]
+    weak = [s for s in segs if s.get("audio_lag_ms") is None and s.get("measured_lag_ms") is not None]
+    mid = lambda s: (s["start_s"] + s["end_s"]) / 2  # noqa: E731
+    if conf:
+        ax.errorbar([mid(s) for s in conf], [s["audio_lag_ms"] for s in conf], yerr=BAND_MS,
+                    xerr=[(s["end_s"] - s["start_s"]) / 2 for s in conf], fmt="o", color="C0", ecolor="C0",
+                    elinewidth=0.8, alpha=0.85, capsize=2, label="segments (confident, +/-40 ms)")
+    if weak:
+        ax.plot([mid(s) for s in weak], [s["measured_lag_ms"] for s in weak], "o", mfc="none", color="0.55",
+                label="segments (not confident)")
+    drift = report.get("drift") or {}
+    if drift.get("kind") in ("linear", "steps"):
+        xs, ys = _fitted_path(drift, t0, t1)
+        ax.plot(xs, ys, color="C3", lw=2, label=f"fitted {'drift' if drift['kind'] == 'linear' else 'steps'}")
+    elif report.get("audio_lag_ms") is not None:
+        ax.axhline(report["audio_lag_ms"], color="C3", lw=1.5, label="constant lag")
+    after = [s for s in report.get("verified_timeline") or [] if s.get("audio_lag_ms") is not None]
+    if after:
+        ax.plot([mid(s) for s in after], [s["audio_lag_ms"] for s in after], "^", color="C2",
+                label="after correction")
+    ax.axhline(0, color="0.5", lw=0.8, ls="--")
+    ax.set_xlabel("time in the clip (s)")
+    ax.set_ylabel("audio lag (ms)")
+    ax.set_title(f"lag along the clip: {drift.get('kind', 'none')}", fontsize=9)
+    ax.legend(loc="best", fontsize=7)
+    return True
+
+
+def sync_figure(events: Sequence[IterationEvent], title: str = "", report: Mapping | None = None) -> Figure:
     """Top: the latest iteration's score curve over residual lag (ms), its best lag marked, earlier ones
-    faint. Bottom: the latest iteration's confidence over time along the clip."""
-    fig = Figure(figsize=(8, 5.2), dpi=100, layout="constrained")
-    ax, ax2 = fig.subplots(2, 1, height_ratios=[3, 2])
+    faint. Then, with a ``report`` (detect's or fix's JSON) that has a timeline: the lag along the clip
+    (:func:`draw_timeline`). Bottom: the latest iteration's confidence over time along the clip."""
+    timeline = bool(report and len(report.get("timeline") or []) >= 2)
+    windows = bool(events and len(events[-1].estimate.window_times_s))
+    fig = Figure(figsize=(8, 7.6 if timeline and windows else 5.2 if not timeline else 6.4), dpi=100,
+                 layout="constrained")
+    ax2 = None
+    if timeline and windows:
+        ax, ax_t, ax2 = fig.subplots(3, 1, height_ratios=[3, 3, 2])
+    elif timeline:  # the weight-free engine has no confidence along the clip: the timeline takes its place
+        ax, ax_t = fig.subplots(2, 1, height_ratios=[3, 3])
+    else:
+        ax, ax2 = fig.subplots(2, 1, height_ratios=[3, 2])
+    if timeline:
+        draw_timeline(ax_t, report)
     if not events:
         ax.text(0.5, 0.5, "waiting for the first measurement", ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
-        ax2.set_axis_off()
+        if ax2 is not None:
+            ax2.set_axis_off()
         return fig
     last = events[-1]
     for ev in events[:-1]:
@@ -40,6 +118,8 @@ def sync_figure(events: Sequence[IterationEvent], title: str = "") -> Figure:
     ax.set_ylabel(f"{e.curve_label}\n({'lower' if e.best_is_min else 'higher'} is better)", fontsize=9)
     ax.set_title(title or f"{e.engine}: audio lag {last.audio_lag_ms:+.1f} ms, confidence {last.confidence:.2f}")
     ax.legend(loc="best", fontsize=8)
+    if ax2 is None:
+        return fig
     if len(e.window_times_s):
         ax2.plot(e.window_times_s, e.window_confidence, color="C2", lw=1.2)
         ax2.axhline(0, color="0.6", lw=0.8)

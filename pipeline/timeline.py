@@ -248,3 +248,46 @@ def fit_drift(segments: list[Segment]) -> Drift:
                          f"{const:+.0f} ms (no drift or step larger than {MIN_CHANGE_MS:.0f} ms stands out)",
                  start_lag_ms=const, end_lag_ms=const, residual_ms=res_none, segments_used=n,
                  start_s=t0, end_s=float(t[-1]))
+
+
+# ------------------------------------------------------------------------------------------- in words
+
+def _lag_words(ms: float) -> str:
+    """A lag as a person says it: "120 ms late" (sound after the lips), "40 ms early", "in step"."""
+    if abs(ms) < 0.5:
+        return "in step"
+    return f"{abs(ms):.0f} ms {'late' if ms > 0 else 'early'}"
+
+
+def _span_words(seconds: float) -> str:
+    if seconds >= 90:
+        return f"{seconds / 60:.0f} minutes"
+    return f"{seconds:.0f} s"
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(max(0.0, seconds), 60)
+    return f"{int(m)}:{s:04.1f}"
+
+
+def describe_drift(drift: dict | None, corrected: bool | None = None) -> str:
+    """What a report's ``drift`` says, in one sentence ("" when the lag holds or nothing was read).
+
+    ``corrected``: True when the fix removed it along the clip, False when it was found but only the
+    constant part was corrected (``--no-drift``), None when nothing was written (``detect``).
+    """
+    if not drift or drift.get("kind") in (None, "none"):
+        return ""
+    done = {True: "", False: "; only the constant part was corrected (drift correction off)", None: ""}[corrected]
+    if drift["kind"] == "linear":
+        start, end = drift.get("start_lag_ms") or 0.0, drift.get("end_lag_ms") or 0.0
+        span = (drift.get("end_s") or 0.0) - (drift.get("start_s") or 0.0)
+        how = "; corrected by resampling the audio by the clock ratio" if corrected else done
+        return (f"The sound drifts from {_lag_words(start)} to {_lag_words(end)} over {_span_words(span)} "
+                f"({drift.get('ms_per_minute', 0.0):+.0f} ms per minute){how}.")
+    parts = [f"from {_lag_words(s['before_ms'])} to {_lag_words(s['after_ms'])} at {_clock(s['at_s'])}"
+             for s in drift.get("steps", [])]
+    slope = drift.get("ms_per_minute") or 0.0
+    also = f", drifting {slope:+.0f} ms per minute besides" if abs(slope) >= 1 else ""
+    how = "; corrected by a cut or a silence at the quietest moment near each step" if corrected else done
+    return f"The lag jumps {' and '.join(parts)}{also}{how}."

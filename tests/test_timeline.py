@@ -85,7 +85,7 @@ def _timeline(path, analysis, audio):
     return result.to_report(curves=False)
 
 
-@pytest.mark.parametrize("ratio", [1.002, 0.9975])
+@pytest.mark.parametrize("ratio", [1.002, 0.9975, 1.0025])
 def test_clock_drift_is_found_with_its_slope(d12, ratio):
     path, analysis, base = d12
     report = _timeline(path, analysis, _drifted(analysis.audio, ratio))
@@ -95,6 +95,21 @@ def test_clock_drift_is_found_with_its_slope(d12, ratio):
     assert abs(drift["ms_per_minute"] - want) <= 25, (drift, want)
     first = report["timeline"][0]
     assert abs(drift["start_lag_ms"] - (base + want * (first["start_s"] + first["end_s"]) / 2 / 60)) <= 40
+
+
+def test_a_slow_drift_on_a_two_minute_clip(d12):
+    """0.1 % (60 ms a minute) is below the claim threshold on one minute, so the clip is looped to two."""
+    path, analysis, base = d12
+    (t,) = analysis.tracks
+    looped_track = dataclasses.replace(t, points=np.concatenate([t.points, t.points]),
+                                       mouth_crops=np.concatenate([t.mouth_crops, t.mouth_crops]), face_crops={})
+    n = analysis.n_frames
+    audio = np.concatenate([analysis.audio[: n * 640], analysis.audio[: n * 640]])
+    looped = dataclasses.replace(analysis, audio=_drifted(audio, 1.001), n_frames=2 * n, tracks=[looped_track])
+    result = run_to_result(sync_video(path, opts=SyncOptions(engine="cca"), analysis=looped))
+    drift = result.to_report(curves=False)["drift"]
+    assert drift["kind"] == "linear" and abs(drift["ms_per_minute"] - 60) <= 25, drift
+    assert len(result.timeline) >= 20
 
 
 def test_a_step_at_an_edit_is_found_where_it_is(d12):
@@ -252,3 +267,66 @@ def test_the_batch_report_carries_the_drift(d12, tmp_path):
     assert summary.counts["shift"] == 1 and line["drift_kind"] == "linear"
     assert abs(line["drift_ms_per_minute"] - 120) <= 25 and line["drift_steps"] == 0
     assert (tmp_path / "out" / "drift.mkv").is_file()
+
+
+# ------------------------------------------------------------------------------------------- shown
+
+def test_the_drift_in_words():
+    from pipeline.timeline import describe_drift
+
+    line = {"kind": "linear", "start_lag_ms": -20.0, "end_lag_ms": 130.0, "start_s": 5.0, "end_s": 545.0,
+            "ms_per_minute": 16.7, "steps": []}
+    assert describe_drift(line, True) == ("The sound drifts from 20 ms early to 130 ms late over 9 minutes "
+                                          "(+17 ms per minute); corrected by resampling the audio by the clock ratio.")
+    assert "only the constant part" in describe_drift(line, False)
+    step = {"kind": "steps", "ms_per_minute": 0.0, "steps": [{"at_s": 75.0, "before_ms": 95.0, "after_ms": 345.0}]}
+    assert describe_drift(step, None) == "The lag jumps from 95 ms late to 345 ms late at 1:15.0."
+    assert describe_drift({"kind": "none"}) == "" and describe_drift(None) == ""
+
+
+def test_the_timeline_panel_draws_segments_the_fit_and_the_corrected_readings():
+    from pipeline.plots import draw_timeline, sync_figure
+
+    segs = [{"start_s": 5.0 * i, "end_s": 5.0 * i + 10, "audio_lag_ms": 100.0 + (250 if i >= 6 else 0),
+             "measured_lag_ms": 100.0, "confidence": 8.0, "p_correct": 0.99} for i in range(11)]
+    segs[3]["audio_lag_ms"] = None  # one weak segment: drawn hollow
+    report = {"timeline": segs, "audio_lag_ms": 100.0,
+              "drift": {"kind": "steps", "ms_per_minute": 0.0, "start_s": 5.0, "end_s": 55.0,
+                        "steps": [{"at_s": 32.5, "before_ms": 100.0, "after_ms": 350.0}]},
+              "verified_timeline": [dict(s, audio_lag_ms=2.0) for s in segs]}
+    fig = sync_figure([], report=report)
+    ax = fig.axes[1]
+    assert draw_timeline(ax, report) and ax.get_title() == "lag along the clip: steps"
+    fitted = [ln for ln in ax.get_lines() if ln.get_label() == "fitted steps"][0]
+    assert list(fitted.get_xdata()) == [0.0, 32.5, 32.5, 60.0]
+    assert list(fitted.get_ydata()) == [100.0, 100.0, 350.0, 350.0]
+    after = [ln for ln in ax.get_lines() if ln.get_label() == "after correction"][0]
+    assert len(after.get_xdata()) == 11 and set(after.get_ydata()) == {2.0}
+    weak = [ln for ln in ax.get_lines() if ln.get_label() == "segments (not confident)"][0]
+    assert list(weak.get_xdata()) == [20.0]
+    assert not draw_timeline(ax, {"timeline": segs[:1]}) and len(sync_figure([]).axes) == 2
+
+
+def test_the_app_shows_the_timeline_and_says_what_it_found(d12, tmp_path):
+    """The app's own /sync handler on a drifting file: the status names the drift and its correction, and
+    the plot gains the timeline panel."""
+    from media_factory import with_audio
+
+    import app
+
+    path, analysis, _ = d12
+    src = with_audio(path, tmp_path / "drifted.mkv", _drifted(analysis.audio, 1.002))
+    report = None
+    for out in app.sync(str(src), engine="cca", search_ms=600, max_iterations=3, min_confidence=None,
+                        tolerance_ms=20, manual_ms=None):
+        status, _, fig, _, corrected, report_path = out
+        if isinstance(report_path, str):  # the last update; its job folder goes when the handler ends
+            report = json.loads(open(report_path).read())
+    assert report["drift"]["kind"] == "linear" and corrected is not None
+    assert "The sound drifts from" in status and "corrected by resampling" in status
+    assert f"{report['drift']['ms_per_minute']:+.0f} ms per minute" in status
+    assert f"moved {report['applied_drift']['lag_ms']:.1f} ms earlier" in status and "window by window" in status
+    titles = [ax.get_title() for ax in fig.axes]
+    assert len(titles) == 2 and "lag along the clip: linear" in titles  # cca: no confidence-over-time panel
+    panel = fig.axes[titles.index("lag along the clip: linear")]
+    assert any(ln.get_label() == "after correction" for ln in panel.get_lines())
