@@ -63,6 +63,9 @@ ENERGY_BANDS_HZ = (80, 300, 800, 1500, 3000, 8000)
 LAG_STEP_MS = 5.0
 #: The weight-free engine always searches at least +/-3 s (real offsets of 1-3 s are common).
 MIN_SEARCH_MS = 3000.0
+#: A timeline segment searches this far around the clip's own lag (it reads a residual: how far the lag there
+#: is from the whole clip's). A lag that wanders further within one clip is not followed.
+SPAN_SEARCH_MS = 1500.0
 #: Ridge on both covariances, as a share of their mean variance: strong shrinkage, which keeps chance
 #: correlations of 21 x 19 features over a few seconds down (chosen on the dev set: 0.1, 0.3, 1, 3 tried).
 RIDGE = 1.0
@@ -367,20 +370,23 @@ class CCAEngine:
 
     def measure_span(self, prep: CCAPrepared, f0: int, f1: int, shift_ms: float, search_ms: float) -> Estimate:
         """The estimate from grid frames ``f0 .. f1-1`` of the track alone (a timeline segment), decided by
-        the same calibration as the whole track: the segment's own z, length, halves' agreement and witness."""
+        the same calibration as the whole track: the segment's own z, length, halves' agreement and witness.
+        It searches +/-``SPAN_SEARCH_MS`` around ``shift_ms`` whatever the clip's search (``search_ms`` is
+        the protocol's and unused): a peak chosen among fewer lags is less often a chance one, so the whole
+        track's calibration is on the safe side here."""
         lo = int(np.clip(f0 - prep.track.start, 0, len(prep.features)))
         hi = int(np.clip(f1 - prep.track.start - 1, lo, len(prep.features)))
-        return self._estimate(prep, lo, hi, shift_ms, search_ms)
+        return self._estimate(prep, lo, hi, shift_ms, SPAN_SEARCH_MS)
 
     def _estimate(self, prep: CCAPrepared, lo: int, hi: int, shift_ms: float, search_ms: float) -> Estimate:
         """The estimate from features ``lo:hi`` (frame midpoints from the track's frame ``lo``)."""
-        search = max(MIN_SEARCH_MS, float(search_ms))
+        whole = (lo, hi) == (0, len(prep.features))
+        search = max(MIN_SEARCH_MS, float(search_ms)) if whole else float(search_ms)
         steps = np.arange(-int(round(search / LAG_STEP_MS)), int(round(search / LAG_STEP_MS)) + 1)
         lags = all_lags = steps * LAG_STEP_MS
         all_steps = steps
         feats, model_audio = self._features_at(prep, shift_ms)
         n = hi - lo
-        whole = (lo, hi) == (0, len(prep.features))
         if whole:  # every lag: the whole track's curve is what is reported and plotted
             raw, cnt = lag_curve(prep.features, prep.track.start, feats, steps)
         else:  # a stretch (a timeline segment): every 4th lag and every lag near the best
