@@ -330,3 +330,19 @@ def test_the_app_shows_the_timeline_and_says_what_it_found(d12, tmp_path):
     assert len(titles) == 2 and "lag along the clip: linear" in titles  # cca: no confidence-over-time panel
     panel = fig.axes[titles.index("lag along the clip: linear")]
     assert any(ln.get_label() == "after correction" for ln in panel.get_lines())
+
+
+def test_syncnet_reads_a_timeline_from_its_own_blocks(example_avi, random_weights):
+    """SyncNet's segments come from the blocks it already embedded; with random weights nothing is confident,
+    so every segment is reported as measured but not confident, and the drift stays none with that reason."""
+    from pipeline.engines import make_engine
+
+    choice = make_engine("syncnet", weights=str(random_weights), device="cpu")
+    result = run_to_result(sync_video(example_avi, choice, SyncOptions(engine="syncnet", segment_s=4.0)))
+    report = result.to_report(curves=False)
+    segs = report["timeline"]
+    assert len(segs) >= 4 and segs[0]["start_s"] == 0.0 and segs[-1]["end_s"] == pytest.approx(12.68, abs=0.05)
+    measured = [s for s in segs if s["measured_lag_ms"] is not None]
+    assert len(measured) >= 3 and all(np.isfinite(s["measured_lag_ms"]) for s in measured)
+    assert all(s["p_correct"] is None and s["audio_lag_ms"] is None for s in segs)  # no calibration, no claim
+    assert report["drift"]["kind"] == "none" and "confident" in report["drift"]["reason"]
