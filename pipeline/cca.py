@@ -46,7 +46,6 @@ from .lagcorr import (
 from .lipmodel import (
     SUPPORT_WINDOW_MS,
     LipModel,
-    audio_inputs,
     load_lip_model,
     mouth_profile,
     projected_curve,
@@ -360,7 +359,7 @@ class CCAEngine:
         got = prep.cache.get(key)
         if got is None:
             feats = audio_features(shift_audio(prep.audio, shift_ms))
-            got = prep.cache[key] = (feats, self.lip_model.project_audio(audio_inputs(feats)))
+            got = prep.cache[key] = (feats, self.lip_model.project_speech(feats))
             while len(prep.cache) > 4:
                 prep.cache.pop(next(iter(prep.cache)))
         return got

@@ -129,7 +129,6 @@ def lag_moments(x: np.ndarray, start: int, feats: np.ndarray, lag_steps: np.ndar
     px, pxx = _prefix(x), _prefix((x[:, :, None] * x[:, None, :]).reshape(n, -1))
     sx, sxx = px[ihi] - px[ilo], (pxx[ihi] - pxx[ilo]).reshape(-1, p, p)
     b = np.where(valid[:, None], b, 0.0)
-    bb = (b[:, :, None] * b[:, None, :]).reshape(m, -1)
     sy, syy = np.zeros((len(lags), q)), np.zeros((len(lags), q * q))
     first = k0 + lags
     phase, base = first % STEPS_PER_FRAME, first // STEPS_PER_FRAME
@@ -137,7 +136,8 @@ def lag_moments(x: np.ndarray, start: int, feats: np.ndarray, lag_steps: np.ndar
         sel = phase == ph
         if not sel.any():
             continue
-        p1, p2 = _prefix(b[ph::STEPS_PER_FRAME]), _prefix(bb[ph::STEPS_PER_FRAME])
+        bp = b[ph::STEPS_PER_FRAME]  # one phase's products at a time: an eighth of the memory of all of them
+        p1, p2 = _prefix(bp), _prefix((bp[:, :, None] * bp[:, None, :]).reshape(len(bp), -1))
         size = len(p1) - 1
         lo = np.clip(ilo[sel] + base[sel], 0, size)
         hi = np.maximum(np.clip(ihi[sel] + base[sel], 0, size), lo)

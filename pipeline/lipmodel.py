@@ -117,6 +117,21 @@ class LipModel:
     def project_audio(self, inputs: np.ndarray) -> np.ndarray:
         return inputs @ self.audio
 
+    def project_speech(self, feats: np.ndarray) -> np.ndarray:
+        """``project_audio(audio_inputs(feats))`` without building the 7-fold context matrix: each context
+        offset's block of weights applied to the features moved by that offset, summed (10 minutes of audio
+        would need 130 MB for the matrix; this needs the (m, k) result)."""
+        m, q = feats.shape
+        out = np.zeros((m, self.audio.shape[1]))
+        for j, o in enumerate(AUDIO_CONTEXT):
+            part = feats @ self.audio[j * q : (j + 1) * q]
+            s = o * STEPS_PER_FRAME
+            if s >= 0:
+                out[: m - s if s else m] += part[s:]
+            else:
+                out[-s:] += part[: m + s]
+        return out
+
     def save(self, path: Path) -> None:
         np.savez(path, visual=self.visual.astype(np.float32), audio=self.audio.astype(np.float32),
                  rho=self.rho.astype(np.float32))

@@ -116,3 +116,10 @@ def test_audio_inputs_stack_one_frame_apart():
     out = audio_inputs(feats)
     row = out[50]
     assert row.tolist() == [50.0 + STEPS_PER_FRAME * o for o in AUDIO_CONTEXT]
+
+
+def test_projecting_speech_equals_projecting_its_context_matrix():
+    rng = np.random.default_rng(11)
+    feats = rng.standard_normal((500, 19))
+    m = load_lip_model()
+    assert np.allclose(m.project_speech(feats), m.project_audio(audio_inputs(feats)), atol=1e-10)
