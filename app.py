@@ -17,7 +17,7 @@ import json  # noqa: E402
 import logging  # noqa: E402
 import logging.handlers  # noqa: E402
 import tempfile  # noqa: E402
-from collections.abc import Iterator, Mapping  # noqa: E402
+from collections.abc import Callable, Iterator, Mapping  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -237,27 +237,29 @@ def _run(j: Job, path: Path, opts: SyncOptions, manual_ms: float | None, progres
            str(video) if video else None, str(done.output) if done.output else None, str(report_path))
 
 
-def sync(video: str | None, engine: str = "auto", search_ms: float = DEFAULT_SEARCH_MS,
-         max_iterations: int = DEFAULT_MAX_ITERATIONS, min_confidence: float | None = None,
-         tolerance_ms: float = DEFAULT_TOLERANCE_MS, manual_ms: float | None = None,
-         progress: gr.Progress = gr.Progress()) -> Iterator[tuple]:  # noqa: B008 - Gradio's idiom
-    """The /sync event: yields (status, iterations table, plot, synced video, corrected file, report)."""
-    if not video:
-        raise gr.Error("Please upload a video first.")
-    path = Path(video)
+def _options(engine: str, search_ms: float, max_iterations: int, min_confidence: float | None,
+             tolerance_ms: float) -> SyncOptions:
+    """The events' options, checked by the library with the command line's limits and words."""
     try:
-        opts = SyncOptions(engine=engine or "auto", max_iterations=int(max_iterations or DEFAULT_MAX_ITERATIONS),
+        return SyncOptions(engine=engine or "auto", max_iterations=int(max_iterations or DEFAULT_MAX_ITERATIONS),
                            tolerance_ms=float(tolerance_ms or DEFAULT_TOLERANCE_MS),
                            min_confidence=float(min_confidence) if min_confidence else None,
                            search_ms=float(search_ms or DEFAULT_SEARCH_MS))
-    except UserError as exc:  # the same limits and words as the command line
+    except UserError as exc:
         raise gr.Error(str(exc)) from exc
     except (TypeError, ValueError) as exc:
         raise gr.Error(f"An option is not a number: {exc}") from exc
+
+
+def _in_job(video: str | None, run: Callable[[Job, Path], Iterator[tuple]]) -> Iterator[tuple]:
+    """One job folder and one way of reporting errors for every event: the library's words for bad input,
+    a job id (and the server log) for a bug."""
+    if not video:
+        raise gr.Error("Please upload a video first.")
     cleanup_stale(SETTINGS.temp_dir, SETTINGS.retention_s)
     with job(SETTINGS.temp_dir) as j:
         try:
-            yield from j.follow(_run(j, path, opts, manual_ms, progress))
+            yield from j.follow(run(j, Path(video)))
         except gr.Error:
             raise
         except USER_FACING as exc:
@@ -267,6 +269,63 @@ def sync(video: str | None, engine: str = "auto", search_ms: float = DEFAULT_SEA
             log.exception("job %s failed", j.id)
             raise gr.Error(f"Something went wrong while processing this video (job {j.id}); the server log has "
                            "the details. Try another file, or report the job id.") from exc
+
+
+def sync(video: str | None, engine: str = "auto", search_ms: float = DEFAULT_SEARCH_MS,
+         max_iterations: int = DEFAULT_MAX_ITERATIONS, min_confidence: float | None = None,
+         tolerance_ms: float = DEFAULT_TOLERANCE_MS, manual_ms: float | None = None,
+         progress: gr.Progress = gr.Progress()) -> Iterator[tuple]:  # noqa: B008 - Gradio's idiom
+    """The /sync event: yields (status, iterations table, plot, synced video, corrected file, report)."""
+    if not video:
+        raise gr.Error("Please upload a video first.")
+    opts = _options(engine, search_ms, max_iterations, min_confidence, tolerance_ms)
+    yield from _in_job(video, lambda j, path: _run(j, path, opts, manual_ms, progress))
+
+
+def _explain_measured(result: SyncResult) -> str:
+    """What a measurement found, in plain words (nothing is written by /detect)."""
+    if result.decision == "uncertain":
+        return f"Could not decide ({result.reason})."
+    chance = "" if result.p_correct is None else f", {100 * result.p_correct:.0f} % likely within 40 ms"
+    lag = result.audio_lag_ms
+    where = "in sync, within the tolerance" if result.decision == "in_sync" else "out of sync"
+    side = "after" if lag > 0 else "before"
+    return (f"Measured: the sound comes {abs(lag):.1f} ms {side} the lips ({where}; confidence "
+            f"{result.confidence:.2f}{chance}, {result.engine}). Nothing was written.")
+
+
+def _run_detect(j: Job, path: Path, opts: SyncOptions, progress: gr.Progress) -> Iterator[tuple]:
+    """The library's measuring step (:func:`pipeline.fix.measure_events`), its events turned into updates."""
+    skip = gr.skip()
+    progress(0.0, desc="checking the file")
+    path, info = checked_input(path, SETTINGS.max_duration_s, SETTINGS.max_upload_mb)
+    events: list[IterationEvent] = []
+    yield "Analysing faces and sound…", [], sync_figure([]), skip
+    result: SyncResult | None = None
+    for ev in _measure(path, opts, info):
+        if isinstance(ev, IterationEvent):
+            events.append(ev)
+            yield (f"Iteration {ev.iteration}: audio lag {ev.audio_lag_ms:+.1f} ms (residual {ev.residual_ms:+.1f}), "
+                   f"confidence {ev.confidence:.2f}", _table(events), sync_figure(events), skip)
+        elif isinstance(ev, SyncResult):
+            result = ev
+    assert result is not None
+    report = result.to_report(curves=False)
+    report.update(job_id=j.id, job_log=j.lines)
+    progress(1.0, desc="done")
+    text = f"{_explain_measured(result)} {describe_drift(report.get('drift'), None)}".strip()
+    yield text, _table(events), sync_figure(events, report=report), report
+
+
+def detect(video: str | None, engine: str = "auto", search_ms: float = DEFAULT_SEARCH_MS,
+           max_iterations: int = DEFAULT_MAX_ITERATIONS, min_confidence: float | None = None,
+           tolerance_ms: float = DEFAULT_TOLERANCE_MS,
+           progress: gr.Progress = gr.Progress()) -> Iterator[tuple]:  # noqa: B008 - Gradio's idiom
+    """The /detect event: measure only. Yields (status, iterations table, plot, measurement): the last is
+    the JSON report of ``python -m pipeline detect`` (decision, audio_lag_ms, confidence, p_correct, timeline,
+    drift, every face in ``tracks``), and no file is written."""
+    opts = _options(engine, search_ms, max_iterations, min_confidence, tolerance_ms)
+    yield from _in_job(video, lambda j, path: _run_detect(j, path, opts, progress))
 
 
 def input_preview(video: str | None) -> str | None:
@@ -301,7 +360,9 @@ def build_demo(settings: Settings = SETTINGS) -> gr.Blocks:
                     tol = gr.Number(DEFAULT_TOLERANCE_MS, label="Tolerance (ms)")
                     manual = gr.Number(None, label="Manual shift in ms (0 or empty: measure; > 0 moves the audio "
                                                    "earlier, < 0 later, without measuring)")
-                button = gr.Button("Sync", variant="primary", elem_id="sync_btn")
+                with gr.Row():
+                    button = gr.Button("Sync", variant="primary", elem_id="sync_btn")
+                    measure_btn = gr.Button("Measure only", elem_id="detect_btn")
             with gr.Column():
                 status = gr.Textbox(label="Status", interactive=False, lines=3, elem_id="status")
                 table = gr.Dataframe(headers=TABLE_HEADERS, label="Iterations", interactive=False, elem_id="table")
@@ -309,6 +370,7 @@ def build_demo(settings: Settings = SETTINGS) -> gr.Blocks:
                 out_video = gr.Video(label="Synced video", interactive=False, elem_id="out_video")
                 out_file = gr.File(label="Corrected file (original container and codecs)", elem_id="out_file")
                 report = gr.File(label="Report (JSON)", elem_id="report")
+                measured = gr.JSON(label="Measurement (Measure only)", elem_id="measurement")
         examples = settings.examples_dir
         if examples.is_dir():
             clips = [str(examples / n) for n in ("example.avi", "w2l_input2.mp4", "synced_example.avi")
@@ -319,6 +381,8 @@ def build_demo(settings: Settings = SETTINGS) -> gr.Blocks:
         button.click(sync, [in_file, engine, search, iters, conf, tol, manual],
                      [status, table, plot, out_video, out_file, report], api_name="sync",
                      show_progress_on=[out_video], concurrency_limit=settings.concurrency)
+        measure_btn.click(detect, [in_file, engine, search, iters, conf, tol], [status, table, plot, measured],
+                          api_name="detect", show_progress_on=[measured], concurrency_limit=settings.concurrency)
     demo.queue(max_size=settings.queue_size, default_concurrency_limit=settings.concurrency)
     return demo
 

@@ -107,9 +107,27 @@ def test_job_folders_are_removed(client, server, example_avi):
 
 def test_api_is_documented(client):
     api = client.view_api(return_format="dict", print_info=False)
-    assert "/sync" in api["named_endpoints"]
+    assert "/sync" in api["named_endpoints"] and "/detect" in api["named_endpoints"]
     names = [p["parameter_name"] for p in api["named_endpoints"]["/sync"]["parameters"]]
-    assert names[:2] == ["video", "engine"]
+    assert names == ["video", "engine", "search_ms", "max_iterations", "min_confidence", "tolerance_ms", "manual_ms"]
+    assert len(api["named_endpoints"]["/sync"]["returns"]) == 6  # unchanged for existing clients
+    detect = [p["parameter_name"] for p in api["named_endpoints"]["/detect"]["parameters"]]
+    assert detect == names[:-1] and len(api["named_endpoints"]["/detect"]["returns"]) == 4
+
+
+def test_detect_measures_and_writes_nothing(client, example_avi):
+    """/detect: the iterations stream like /sync's, then the detect report; no file anywhere."""
+    job = client.submit(handle_file(str(example_avi)), "cca", 600, 3, None, 20, api_name="/detect")
+    outputs = list(job)
+    status, table, plot, measured = job.result()
+    assert any(o[0].startswith("Iteration 1") for o in outputs) and plot["type"] == "matplotlib"
+    assert measured["decision"] == "shift" and measured["engine"] == "cca"
+    assert measured["audio_lag_ms"] == pytest.approx(-120, abs=20) and 0 <= measured["p_correct"] <= 1
+    assert len(measured["tracks"]) == 1 and "timeline" in measured and "drift" in measured
+    assert "output" not in measured and "applied_shift_ms" not in measured
+    assert status.startswith("Measured") and "Nothing was written" in status
+    assert f"{abs(measured['audio_lag_ms']):.1f} ms before the lips" in status  # the status says what the report says
+    assert len(table["data"]) == len(measured["iterations"])
 
 
 def test_plain_http_upload_then_stream(server, example_avi):
@@ -134,6 +152,28 @@ def test_plain_http_upload_then_stream(server, example_avi):
     assert events.count("generating") >= 3 and events[-1] == "complete"
     final = json.loads([line for line in stream.splitlines() if line.startswith("data: ")][-1][6:])
     assert "before the lips" in final[0] and final[4]["orig_name"] == "synced.avi"
+
+
+def test_plain_http_detect(server, example_avi):
+    """The README's curl flow for /detect: the last data line holds the four outputs, the report last."""
+    import urllib.request
+    import uuid
+
+    url = server[0].rstrip("/")
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"clip.avi\"\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n").encode() + example_avi.read_bytes() + \
+        f"\r\n--{boundary}--\r\n".encode()
+    req = urllib.request.Request(f"{url}/gradio_api/upload", data=body,
+                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    uploaded = json.loads(urllib.request.urlopen(req, timeout=60).read())[0]
+    call = {"data": [{"path": uploaded, "meta": {"_type": "gradio.FileData"}}, "cca", 600, 3, None, 20]}
+    req = urllib.request.Request(f"{url}/gradio_api/call/detect", data=json.dumps(call).encode(),
+                                 headers={"Content-Type": "application/json"})
+    event_id = json.loads(urllib.request.urlopen(req, timeout=60).read())["event_id"]
+    stream = urllib.request.urlopen(f"{url}/gradio_api/call/detect/{event_id}", timeout=300).read().decode()
+    final = json.loads([line for line in stream.splitlines() if line.startswith("data: ")][-1][6:])
+    assert final[3]["decision"] == "shift" and final[3]["audio_lag_ms"] == pytest.approx(-120, abs=20)
 
 
 def test_too_long_is_refused_with_the_limit(server, example_avi, monkeypatch):
