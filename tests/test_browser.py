@@ -77,3 +77,25 @@ def test_upload_sync_play(browser, app_url, example_avi):
     page.screenshot(path=str(RESULTS / "app_synced.png"), full_page=True)
     assert outside == [], f"the page tried to reach outside 127.0.0.1: {outside}"
     page.close()
+
+
+def test_measure_only(browser, app_url, example_avi):
+    """The "Measure only" button (/detect): the status and the measurement appear, no video is made."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1500})
+    page.goto(app_url, wait_until="networkidle")
+    page.locator("#in_file input[type=file]").set_input_files(str(example_avi))
+    page.get_by_text("Options").click()
+    page.get_by_role("combobox", name="Engine").click()
+    page.get_by_role("option", name="cca").click()
+    page.locator("#detect_btn").click()
+    page.wait_for_function("() => { const t = document.querySelector('#status textarea');"
+                           " return t && t.value.startsWith('Measured'); }", timeout=120_000)
+    status = page.locator("#status textarea").input_value()
+    assert "before the lips" in status and "Nothing was written" in status
+    measurement = page.locator("#measurement")
+    measurement.get_by_text("decision").first.wait_for(timeout=30_000)
+    assert measurement.get_by_text("shift").count() >= 1
+    assert page.locator("#out_video video").count() == 0  # nothing to play: nothing was written
+    RESULTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(RESULTS / "app_measured.png"), full_page=True)
+    page.close()
