@@ -341,6 +341,13 @@ def input_preview(video: str | None) -> str | None:
         return None
 
 
+def upload_label(settings: Settings = SETTINGS) -> str:
+    """What the upload area accepts, in its own words: the containers and the limits that are enforced."""
+    kinds = ", ".join(c.lstrip(".").upper() for c in CONTAINERS)
+    minutes = settings.max_duration_s / 60
+    return f"Video ({kinds}; up to {settings.max_upload_mb} MB and {minutes:g} minutes)"
+
+
 def build_demo(settings: Settings = SETTINGS) -> gr.Blocks:
     settings.temp_dir.mkdir(parents=True, exist_ok=True)
     with gr.Blocks(title="SyncFix", delete_cache=(int(settings.retention_s), int(settings.retention_s))) as demo:
@@ -348,7 +355,8 @@ def build_demo(settings: Settings = SETTINGS) -> gr.Blocks:
                     "step with the lips, shifts the audio to fix it, and hands the corrected video back.")
         with gr.Row():
             with gr.Column():
-                in_file = gr.File(label="Video", file_types=list(CONTAINERS), type="filepath", elem_id="in_file")
+                in_file = gr.File(label=upload_label(settings), file_types=list(CONTAINERS), type="filepath",
+                                  elem_id="in_file")
                 in_preview = gr.Video(label="Your upload", interactive=False, elem_id="in_preview")
                 with gr.Accordion("Options", open=False):
                     engine = gr.Dropdown(list(ENGINES), value="auto", label="Engine",

@@ -115,6 +115,16 @@ def test_api_is_documented(client):
     assert detect == names[:-1] and len(api["named_endpoints"]["/detect"]["returns"]) == 4
 
 
+def test_the_upload_area_says_what_it_accepts():
+    import app
+
+    label = app.upload_label(app.Settings(max_upload_mb=200, max_duration_s=600))
+    assert label == "Video (MP4, M4V, MOV, MKV, WEBM, AVI; up to 200 MB and 10 minutes)"
+    demo = app.build_demo()
+    files = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "in_file"]
+    assert files and files[0].label == app.upload_label()
+
+
 def test_detect_measures_and_writes_nothing(client, example_avi):
     """/detect: the iterations stream like /sync's, then the detect report; no file anywhere."""
     job = client.submit(handle_file(str(example_avi)), "cca", 600, 3, None, 20, api_name="/detect")
