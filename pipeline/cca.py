@@ -1,20 +1,22 @@
 """The weight-free engine (``cca``): canonical correlation of mouth motion and speech, at every lag.
 
-No trained sync weights. From the mouth crops of a face track: the velocity of 12 PCA components and of
+No SyncNet weights. From the mouth crops of a face track: the velocity of 12 PCA components and of
 a vertical intensity profile (mouth darkness and 8 row bands, which follow the lips opening); from the
 audio: the velocity of 13 MFCCs and of log energy in 5 bands. Their first canonical correlation is
 computed at every lag on a 5 ms grid over +/-3 s or more, exactly and cheaply: the sums behind the
 per-lag covariances come from prefix sums and one FFT cross-correlation (:func:`lag_curve`), so a wide
-search costs little more than a narrow one. Lags where face and sound overlap less are damped by
-sqrt(overlap), because a canonical correlation over fewer samples is higher by chance.
+search costs little more than a narrow one (:mod:`pipeline.lagcorr`). Lags where face and sound overlap
+less are damped by sqrt(overlap), because a canonical correlation over fewer samples is higher by chance.
+Two witnesses check the peak: each half of the track on its own (``z_halves``), and a small learned linear
+lip model fitted once over many speakers (:mod:`pipeline.lipmodel`, ``z_model``): a chance peak of the
+per-clip fit is rarely backed by either.
 
 ``confidence`` is the engine's own score: how far the peak stands above the rest of the curve (z).
-``p_correct`` is the chance that the estimate is within 40 ms, read off a logistic calibration of z and the
-clip's length, fitted on the development set (``cca_calibration.json``, reproduced by
+``p_correct`` is the chance that the estimate is within 40 ms, read off a logistic calibration of z, the
+clip's length and the two witnesses, fitted on the development set (``cca_calibration.json``, reproduced by
 ``benchmarks/bench_accuracy.py --write-calibration``, which reports its figures with whole source projects
-held out); it decides,
-at a threshold chosen so that video paired with another clip's audio is called confident at most 1 % of
-the time. Measured figures: README, "Engines".
+held out); it decides, at a threshold chosen so that video paired with another clip's audio is called
+confident at most 1 % of the time. Measured figures: README, "Engines".
 """
 
 from __future__ import annotations
