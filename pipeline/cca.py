@@ -193,9 +193,8 @@ def sparse_lag_curve(x: np.ndarray, start: int, feats: np.ndarray, lag_steps: np
     fine = np.unique(np.concatenate([np.arange(max(0, b - stride + 1), min(len(steps), b + stride)) for b in tops]))
     fine = np.setdiff1d(fine, coarse)
     raw_f, cnt_f = lag_curve(x, start, feats, steps[fine])
-    best = fine[np.nanargmax(np.nan_to_num(raw_f * np.sqrt(cnt_f), nan=-np.inf))] if len(fine) else tops[0]
-    if d.max() >= np.nanmax(raw_f * np.sqrt(cnt_f), initial=-np.inf):
-        best = tops[0]
+    scored = np.concatenate([d, np.nan_to_num(raw_f * np.sqrt(cnt_f), nan=-np.inf)])
+    best = np.concatenate([coarse, fine])[int(np.argmax(scored))]  # a tie goes to the coarse lag
     keep = np.abs(fine - best) < stride  # the rest stays on the coarse grid, as peak_z expects
     idx = np.concatenate([coarse, fine[keep]])
     order = np.argsort(idx)

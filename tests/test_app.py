@@ -140,49 +140,41 @@ def test_detect_measures_and_writes_nothing(client, example_avi):
     assert len(table["data"]) == len(measured["iterations"])
 
 
-def test_plain_http_upload_then_stream(server, example_avi):
-    """The README's curl flow: upload, POST /gradio_api/call/sync, read the event stream."""
+def _plain_http(url: str, clip: Path, endpoint: str, options: list) -> str:
+    """The README's curl flow: upload the clip, POST /gradio_api/call/ENDPOINT, read the whole event stream."""
     import urllib.request
     import uuid
 
-    url = server[0].rstrip("/")
     boundary = uuid.uuid4().hex
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"clip.avi\"\r\n"
-            "Content-Type: application/octet-stream\r\n\r\n").encode() + example_avi.read_bytes() + \
+            "Content-Type: application/octet-stream\r\n\r\n").encode() + clip.read_bytes() + \
         f"\r\n--{boundary}--\r\n".encode()
     req = urllib.request.Request(f"{url}/gradio_api/upload", data=body,
                                  headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
     uploaded = json.loads(urllib.request.urlopen(req, timeout=60).read())[0]
-    call = {"data": [{"path": uploaded, "meta": {"_type": "gradio.FileData"}}, "cca", 600, 3, None, 20, None]}
-    req = urllib.request.Request(f"{url}/gradio_api/call/sync", data=json.dumps(call).encode(),
+    call = {"data": [{"path": uploaded, "meta": {"_type": "gradio.FileData"}}, *options]}
+    req = urllib.request.Request(f"{url}/gradio_api/call/{endpoint}", data=json.dumps(call).encode(),
                                  headers={"Content-Type": "application/json"})
     event_id = json.loads(urllib.request.urlopen(req, timeout=60).read())["event_id"]
-    stream = urllib.request.urlopen(f"{url}/gradio_api/call/sync/{event_id}", timeout=300).read().decode()
+    return urllib.request.urlopen(f"{url}/gradio_api/call/{endpoint}/{event_id}", timeout=300).read().decode()
+
+
+def _last_data(stream: str) -> list:
+    return json.loads([line for line in stream.splitlines() if line.startswith("data: ")][-1][6:])
+
+
+def test_plain_http_upload_then_stream(server, example_avi):
+    """The README's curl flow: upload, POST /gradio_api/call/sync, read the event stream."""
+    stream = _plain_http(server[0].rstrip("/"), example_avi, "sync", ["cca", 600, 3, None, 20, None])
     events = [line.split(": ", 1)[1] for line in stream.splitlines() if line.startswith("event: ")]
     assert events.count("generating") >= 3 and events[-1] == "complete"
-    final = json.loads([line for line in stream.splitlines() if line.startswith("data: ")][-1][6:])
+    final = _last_data(stream)
     assert "before the lips" in final[0] and final[4]["orig_name"] == "synced.avi"
 
 
 def test_plain_http_detect(server, example_avi):
     """The README's curl flow for /detect: the last data line holds the four outputs, the report last."""
-    import urllib.request
-    import uuid
-
-    url = server[0].rstrip("/")
-    boundary = uuid.uuid4().hex
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"clip.avi\"\r\n"
-            "Content-Type: application/octet-stream\r\n\r\n").encode() + example_avi.read_bytes() + \
-        f"\r\n--{boundary}--\r\n".encode()
-    req = urllib.request.Request(f"{url}/gradio_api/upload", data=body,
-                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
-    uploaded = json.loads(urllib.request.urlopen(req, timeout=60).read())[0]
-    call = {"data": [{"path": uploaded, "meta": {"_type": "gradio.FileData"}}, "cca", 600, 3, None, 20]}
-    req = urllib.request.Request(f"{url}/gradio_api/call/detect", data=json.dumps(call).encode(),
-                                 headers={"Content-Type": "application/json"})
-    event_id = json.loads(urllib.request.urlopen(req, timeout=60).read())["event_id"]
-    stream = urllib.request.urlopen(f"{url}/gradio_api/call/detect/{event_id}", timeout=300).read().decode()
-    final = json.loads([line for line in stream.splitlines() if line.startswith("data: ")][-1][6:])
+    final = _last_data(_plain_http(server[0].rstrip("/"), example_avi, "detect", ["cca", 600, 3, None, 20]))
     assert final[3]["decision"] == "shift" and final[3]["audio_lag_ms"] == pytest.approx(-120, abs=20)
 
 
