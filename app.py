@@ -28,10 +28,13 @@ matplotlib.use("Agg")
 
 from pipeline.engines import ENGINES  # noqa: E402
 from pipeline.errors import USER_FACING, EngineUnavailable, UserError  # noqa: E402
+from pipeline.facepicture import TABLE_HEADERS as FACE_HEADERS  # noqa: E402
+from pipeline.facepicture import face_rows, faces_picture  # noqa: E402
 from pipeline.fix import FixDone, checked_input, fix_events, measure_events  # noqa: E402
 from pipeline.jobs import JOB_PREFIX, Job, cleanup_stale, job  # noqa: E402
 from pipeline.media import MediaInfo  # noqa: E402
-from pipeline.plots import sync_figure  # noqa: E402
+from pipeline.outcome import error_headline, headline  # noqa: E402
+from pipeline.plots import message_figure, sync_figure  # noqa: E402
 from pipeline.preview import make_preview  # noqa: E402
 from pipeline.sync import (  # noqa: E402
     DEFAULT_MAX_ITERATIONS,
@@ -84,6 +87,7 @@ class Settings:
     log_file: str | None = None
     fetch_weights: bool = False  #: on by default on a Hugging Face Space (``SYSTEM=spaces``)
     examples_dir: Path = ROOT.parent / "shared" / "fixtures"  #: the development clips offered as examples
+    mcp_server: bool = True  #: /sync and /detect as MCP tools at /gradio_api/mcp/ (``SYNCFIX_MCP=0``: off)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -106,6 +110,7 @@ class Settings:
             log_file=env.get("SYNCFIX_LOG_FILE") or None,
             fetch_weights=env.get("SYNCFIX_FETCH_WEIGHTS", "1" if env.get("SYSTEM") == "spaces" else "0") == "1",
             examples_dir=Path(shared) / "fixtures" if shared else d.examples_dir,
+            mcp_server=env.get("SYNCFIX_MCP", "1") != "0",
         )
 
 
@@ -146,24 +151,20 @@ def _table(events: list[IterationEvent]) -> list[list]:
 TABLE_HEADERS = ["iteration", "audio lag (ms)", "residual (ms)", "confidence", "engine", "p_correct"]
 
 
-def _explain(result: SyncResult | None, lag: float | None, applied: bool, verified: float | None) -> str:
-    """The outcome in plain words."""
+def _details(result: SyncResult | None, wrote: bool, verified: float | None) -> str:
+    """What follows the headline in the status: the engine's figures, what was done, how it was checked."""
     if result is None:
-        head = f"Applied the manual shift: the audio moved {abs(lag):.1f} ms {'earlier' if lag > 0 else 'later'}."
+        words = ""
     elif result.decision == "in_sync":
-        return (f"In sync: the sound is {result.audio_lag_ms:+.1f} ms from the lips, within the tolerance. "
-                "No new file was made.")
+        words = "No new file was made."
     elif result.decision == "uncertain":
-        return (f"Could not decide ({result.reason}). Nothing was changed; set a manual shift in Options to "
-                "apply one anyway.")
+        words = "Nothing was changed; set a manual shift in Options to apply one anyway."
     else:
-        side = "after" if lag > 0 else "before"
         chance = "" if result.p_correct is None else f", {100 * result.p_correct:.0f} % likely within 40 ms"
-        head = (f"The sound came {abs(lag):.1f} ms {side} the lips (confidence {result.confidence:.2f}{chance}, "
-                f"{result.engine}); the audio was moved {'earlier' if lag > 0 else 'later'} by that much.")
-    if applied and verified is not None:
-        head += f" Checked in the written file: {verified:+.1f} ms."
-    return head
+        words = f"(Confidence {result.confidence:.2f}{chance}, {result.engine}.)"
+    if wrote and verified is not None:
+        words += f" Checked in the written file: {verified:+.1f} ms."
+    return words.strip()
 
 
 def _explain_along(report: dict) -> str:
@@ -195,7 +196,7 @@ def _run(j: Job, path: Path, opts: SyncOptions, manual_ms: float | None, progres
     path, info = checked_input(path, SETTINGS.max_duration_s, SETTINGS.max_upload_mb)
     j.log.info("input %s: %.1f s, %s, %d streams", info.format, info.duration_s, info.video.codec, len(info.streams))
     events: list[IterationEvent] = []
-    yield "Analysing faces and sound…", [], sync_figure([]), skip, skip, skip
+    yield "Analysing faces and sound…", [], sync_figure([]), skip, skip, skip, None
 
     def stage(name: str, frac: float) -> None:
         at = {"analysing": 0.05 + 0.55 * frac, "scoring": 0.6 + 0.2 * frac, "writing": 0.8, "verifying": 0.9}
@@ -209,7 +210,7 @@ def _run(j: Job, path: Path, opts: SyncOptions, manual_ms: float | None, progres
             events.append(ev)
             j.log.info("iteration %d: lag %+.1f ms, confidence %.3f", ev.iteration, ev.audio_lag_ms, ev.confidence)
             yield (f"Iteration {ev.iteration}: audio lag {ev.audio_lag_ms:+.1f} ms (residual {ev.residual_ms:+.1f}), "
-                   f"confidence {ev.confidence:.2f}", _table(events), sync_figure(events), skip, skip, skip)
+                   f"confidence {ev.confidence:.2f}", _table(events), sync_figure(events), skip, skip, skip, None)
         elif isinstance(ev, SyncResult):
             j.log.info("decision %s: %s", ev.decision, ev.reason)
         else:
@@ -226,15 +227,18 @@ def _run(j: Job, path: Path, opts: SyncOptions, manual_ms: float | None, progres
     report_path = j.dir / "report.json"
     report_path.write_text(json.dumps(report, indent=1))
     progress(1.0, desc="done")
-    lag = report["audio_lag_ms"] if done.output is not None else None
-    corrected = None if done.output is None else report.get("applied_drift") is not None
+    wrote = done.output is not None
+    corrected = None if not wrote else report.get("applied_drift") is not None
     along = describe_drift(report.get("drift"), corrected)
+    head = headline(report, wrote)
     if corrected:  # one lag does not describe it: say what changes along the clip and how it was checked
-        text = f"{along} {_explain_along(report)}"
+        text = f"{head} {along} {_explain_along(report)}"
     else:
-        text = f"{_explain(done.result, lag, done.output is not None, done.verified_shift_ms)} {along}".strip()
-    yield (text, _table(events), sync_figure(events, report=report),
-           str(video) if video else None, str(done.output) if done.output else None, str(report_path))
+        text = f"{head} {_details(done.result, wrote, done.verified_shift_ms)} {along}"
+    analysis = done.result.analysis if done.result is not None else None
+    yield (" ".join(text.split()), _table(events), sync_figure(events, report=report, headline=head),
+           str(video) if video else None, str(done.output) if done.output else None, str(report_path),
+           (faces_picture(analysis, report), face_rows(report)))
 
 
 def _options(engine: str, search_ms: float, max_iterations: int, min_confidence: float | None,
@@ -271,27 +275,24 @@ def _in_job(video: str | None, run: Callable[[Job, Path], Iterator[tuple]]) -> I
                            "the details. Try another file, or report the job id.") from exc
 
 
-def sync(video: str | None, engine: str = "auto", search_ms: float = DEFAULT_SEARCH_MS,
-         max_iterations: int = DEFAULT_MAX_ITERATIONS, min_confidence: float | None = None,
-         tolerance_ms: float = DEFAULT_TOLERANCE_MS, manual_ms: float | None = None,
-         progress: gr.Progress = gr.Progress()) -> Iterator[tuple]:  # noqa: B008 - Gradio's idiom
-    """The /sync event: yields (status, iterations table, plot, synced video, corrected file, report)."""
+def _sync_updates(video: str | None, engine: str, search_ms: float, max_iterations: int,
+                  min_confidence: float | None, tolerance_ms: float, manual_ms: float | None,
+                  progress: gr.Progress) -> Iterator[tuple]:
+    """The fix flow's widget updates: /sync's six outputs, then the faces (picture, rows) or None."""
     if not video:
         raise gr.Error("Please upload a video first.")
     opts = _options(engine, search_ms, max_iterations, min_confidence, tolerance_ms)
     yield from _in_job(video, lambda j, path: _run(j, path, opts, manual_ms, progress))
 
 
-def _explain_measured(result: SyncResult) -> str:
-    """What a measurement found, in plain words (nothing is written by /detect)."""
-    if result.decision == "uncertain":
-        return f"Could not decide ({result.reason})."
-    chance = "" if result.p_correct is None else f", {100 * result.p_correct:.0f} % likely within 40 ms"
-    lag = result.audio_lag_ms
-    where = "in sync, within the tolerance" if result.decision == "in_sync" else "out of sync"
-    side = "after" if lag > 0 else "before"
-    return (f"Measured: the sound comes {abs(lag):.1f} ms {side} the lips ({where}; confidence "
-            f"{result.confidence:.2f}{chance}, {result.engine}). Nothing was written.")
+def sync(video: str | None, engine: str = "auto", search_ms: float = DEFAULT_SEARCH_MS,
+         max_iterations: int = DEFAULT_MAX_ITERATIONS, min_confidence: float | None = None,
+         tolerance_ms: float = DEFAULT_TOLERANCE_MS, manual_ms: float | None = None,
+         progress: gr.Progress = gr.Progress()) -> Iterator[tuple]:  # noqa: B008 - Gradio's idiom
+    """/sync: measure and fix (the MCP tool's description is :data:`SYNC_DOC`, set below)."""
+    for update in _sync_updates(video, engine, search_ms, max_iterations, min_confidence, tolerance_ms, manual_ms,
+                                progress):
+        yield update[:6]
 
 
 def _run_detect(j: Job, path: Path, opts: SyncOptions, progress: gr.Progress) -> Iterator[tuple]:
@@ -300,32 +301,128 @@ def _run_detect(j: Job, path: Path, opts: SyncOptions, progress: gr.Progress) ->
     progress(0.0, desc="checking the file")
     path, info = checked_input(path, SETTINGS.max_duration_s, SETTINGS.max_upload_mb)
     events: list[IterationEvent] = []
-    yield "Analysing faces and sound…", [], sync_figure([]), skip
+    yield "Analysing faces and sound…", [], sync_figure([]), skip, None
     result: SyncResult | None = None
     for ev in _measure(path, opts, info):
         if isinstance(ev, IterationEvent):
             events.append(ev)
             yield (f"Iteration {ev.iteration}: audio lag {ev.audio_lag_ms:+.1f} ms (residual {ev.residual_ms:+.1f}), "
-                   f"confidence {ev.confidence:.2f}", _table(events), sync_figure(events), skip)
+                   f"confidence {ev.confidence:.2f}", _table(events), sync_figure(events), skip, None)
         elif isinstance(ev, SyncResult):
             result = ev
     assert result is not None
     report = result.to_report(curves=False)
     report.update(job_id=j.id, job_log=j.lines)
     progress(1.0, desc="done")
-    text = f"{_explain_measured(result)} {describe_drift(report.get('drift'), None)}".strip()
-    yield text, _table(events), sync_figure(events, report=report), report
+    head = headline(report)
+    details = "Nothing was written." if result.decision == "uncertain" else \
+        f"{_details(result, False, None)} Nothing was written."
+    text = " ".join(f"{head} {details} {describe_drift(report.get('drift'), None)}".split())
+    yield (text, _table(events), sync_figure(events, report=report, headline=head), report,
+           (faces_picture(result.analysis, report), face_rows(report)))
+
+
+def _detect_updates(video: str | None, engine: str, search_ms: float, max_iterations: int,
+                    min_confidence: float | None, tolerance_ms: float, progress: gr.Progress) -> Iterator[tuple]:
+    """The measuring flow's widget updates: /detect's four outputs, then the faces (picture, rows) or None."""
+    opts = _options(engine, search_ms, max_iterations, min_confidence, tolerance_ms)
+    yield from _in_job(video, lambda j, path: _run_detect(j, path, opts, progress))
 
 
 def detect(video: str | None, engine: str = "auto", search_ms: float = DEFAULT_SEARCH_MS,
            max_iterations: int = DEFAULT_MAX_ITERATIONS, min_confidence: float | None = None,
            tolerance_ms: float = DEFAULT_TOLERANCE_MS,
            progress: gr.Progress = gr.Progress()) -> Iterator[tuple]:  # noqa: B008 - Gradio's idiom
-    """The /detect event: measure only. Yields (status, iterations table, plot, measurement): the last is
-    the JSON report of ``python -m pipeline detect`` (decision, audio_lag_ms, confidence, p_correct, timeline,
-    drift, every face in ``tracks``), and no file is written."""
-    opts = _options(engine, search_ms, max_iterations, min_confidence, tolerance_ms)
-    yield from _in_job(video, lambda j, path: _run_detect(j, path, opts, progress))
+    """/detect: measure only (the MCP tool's description is :data:`DETECT_DOC`, set below)."""
+    for update in _detect_updates(video, engine, search_ms, max_iterations, min_confidence, tolerance_ms, progress):
+        yield update[:4]
+
+
+#: What the API parameters mean: the API page and the MCP tools' schemas read them from the docstrings,
+#: one line per parameter (Gradio's docstring parser).
+ARG_DOCS = {
+    "video": "the video (MP4, M4V, MOV, MKV, WebM or AVI, within the server's size and length limits) with at "
+             "least one visible talking face.",
+    "engine": 'which estimator measures: "auto" (SyncNet when its weights are present, else the weight-free '
+              '"cca"), "cca", "syncnet" or "both".',
+    "search_ms": "how far to look for the offset, in ms either way (up to 10000); the weight-free engine always "
+                 "looks at least 3000 ms.",
+    "max_iterations": "measure-shift-verify rounds at most.",
+    "min_confidence": "the confidence a reading needs before it is acted on; empty or 0: the engine's own "
+                      "calibrated threshold.",
+    "tolerance_ms": "a lag within this many ms counts as in sync (nothing is written).",
+    "manual_ms": "apply this shift without measuring, in ms (> 0 moves the audio earlier, < 0 later); empty or "
+                 "0: measure.",
+}
+_RESULT_DOCS = {
+    "status": "the outcome in words; its first sentence is the decision (in sync; out of sync, and for /sync "
+              "corrected; could not decide, with the reason; manual shift).",
+    "iterations": "one row per iteration: audio lag in ms (> 0: the sound comes after the lips), residual, "
+                  "confidence, engine, p_correct.",
+    "plot": "the last iteration's score against lag (and the lag along the clip), as a picture.",
+}
+_REPORT_FIELDS = ("decision (in_sync, shift or uncertain), audio_lag_ms (> 0: the sound comes after the lips; "
+                  "fixing it moves the audio earlier by that much), confidence, p_correct (the chance that the lag "
+                  "is within 40 ms; null for SyncNet), reason, track (the measured face), tracks (every face with "
+                  "its own reading), timeline and drift")
+
+
+def _api_doc(summary: str, args: tuple[str, ...], results: Mapping[str, str]) -> str:
+    lines = [summary, "", "Args:", *(f"    {a}: {ARG_DOCS[a]}" for a in args), "", "Returns:",
+             *(f"    {k}: {v}" for k, v in results.items())]
+    return "\n".join(lines)
+
+
+SYNC_DOC = _api_doc(
+    "Measure how far the sound of a video of someone talking is out of step with the lips, and fix it: the audio "
+    "is shifted (or resampled, when the lag drifts along the clip) and a corrected copy is written in the "
+    "input's own container and codecs. Streams one update per measuring iteration.",
+    tuple(ARG_DOCS),
+    {**_RESULT_DOCS,
+     "synced video": "a browser-playable preview of the corrected file; empty when nothing was written.",
+     "corrected file": "the corrected video, same container and codecs as the input; empty when in sync or "
+                       "undecided.",
+     "report": f"the JSON report file: {_REPORT_FIELDS}, applied_shift_ms and verified_shift_ms."})
+DETECT_DOC = _api_doc(
+    "Measure how far the sound of a video of someone talking is out of step with the lips, without writing "
+    "anything. Streams one update per measuring iteration; the last one's measurement is the JSON report of "
+    "`python -m pipeline detect`.",
+    tuple(a for a in ARG_DOCS if a != "manual_ms"),
+    {**_RESULT_DOCS, "measurement": f"the JSON report: {_REPORT_FIELDS}."})
+sync.__doc__ = SYNC_DOC
+detect.__doc__ = DETECT_DOC
+
+
+def _with_faces(updates: Iterator[tuple], n: int) -> Iterator[tuple]:
+    """The page's view of an event: its ``n`` outputs plus the face picture and table; on an error, the
+    status and the plot both say it before Gradio shows the message."""
+    skip = gr.skip()
+    try:
+        for update in updates:
+            faces = update[n]
+            yield (*update[:n], *(faces if faces is not None else (skip, skip)))
+    except gr.Error as exc:
+        words = error_headline(exc.message)
+        yield (words, skip, message_figure(words), *[skip] * (n - 3), None, [])
+        raise
+
+
+def sync_ui(video: str | None, engine: str = "auto", search_ms: float = DEFAULT_SEARCH_MS,
+            max_iterations: int = DEFAULT_MAX_ITERATIONS, min_confidence: float | None = None,
+            tolerance_ms: float = DEFAULT_TOLERANCE_MS, manual_ms: float | None = None,
+            progress: gr.Progress = gr.Progress()) -> Iterator[tuple]:  # noqa: B008 - Gradio's idiom
+    """The page's Sync button: /sync's outputs plus the face picture and table (not part of the API)."""
+    yield from _with_faces(_sync_updates(video, engine, search_ms, max_iterations, min_confidence, tolerance_ms,
+                                         manual_ms, progress), 6)
+
+
+def detect_ui(video: str | None, engine: str = "auto", search_ms: float = DEFAULT_SEARCH_MS,
+              max_iterations: int = DEFAULT_MAX_ITERATIONS, min_confidence: float | None = None,
+              tolerance_ms: float = DEFAULT_TOLERANCE_MS,
+              progress: gr.Progress = gr.Progress()) -> Iterator[tuple]:  # noqa: B008 - Gradio's idiom
+    """The page's Measure only button: /detect's outputs plus the face picture and table."""
+    yield from _with_faces(_detect_updates(video, engine, search_ms, max_iterations, min_confidence, tolerance_ms,
+                                           progress), 4)
 
 
 def input_preview(video: str | None) -> str | None:
@@ -374,7 +471,11 @@ def build_demo(settings: Settings = SETTINGS) -> gr.Blocks:
             with gr.Column():
                 status = gr.Textbox(label="Status", interactive=False, lines=3, elem_id="status")
                 table = gr.Dataframe(headers=TABLE_HEADERS, label="Iterations", interactive=False, elem_id="table")
-                plot = gr.Plot(label="Confidence", elem_id="plot")
+                plot = gr.Plot(label="Confidence", show_label=False, elem_id="plot")  # the figure has titles
+                faces_img = gr.Image(label="Faces found (the measured one boxed in green)", type="numpy",
+                                     interactive=False, show_label=False, elem_id="faces")
+                faces_table = gr.Dataframe(headers=FACE_HEADERS, label="Faces: each one's own first reading",
+                                           interactive=False, elem_id="faces_table")
                 out_video = gr.Video(label="Synced video", interactive=False, elem_id="out_video")
                 out_file = gr.File(label="Corrected file (original container and codecs)", elem_id="out_file")
                 report = gr.File(label="Report (JSON)", elem_id="report")
@@ -386,18 +487,27 @@ def build_demo(settings: Settings = SETTINGS) -> gr.Blocks:
             if clips:
                 gr.Examples([[c] for c in clips], inputs=[in_file], label="Examples (development clips)")
         in_file.change(input_preview, in_file, in_preview, api_visibility="private")
-        button.click(sync, [in_file, engine, search, iters, conf, tol, manual],
-                     [status, table, plot, out_video, out_file, report], api_name="sync",
-                     show_progress_on=[out_video], concurrency_limit=settings.concurrency)
-        measure_btn.click(detect, [in_file, engine, search, iters, conf, tol], [status, table, plot, measured],
-                          api_name="detect", show_progress_on=[measured], concurrency_limit=settings.concurrency)
+        inputs = [in_file, engine, search, iters, conf, tol]
+        limits = dict(concurrency_limit=settings.concurrency, concurrency_id="measure")
+        # The page's buttons: the API's outputs plus the face picture and table (private events).
+        button.click(sync_ui, [*inputs, manual], [status, table, plot, out_video, out_file, report, faces_img,
+                                                   faces_table], api_visibility="private",
+                     show_progress_on=[out_video], **limits)
+        measure_btn.click(detect_ui, inputs, [status, table, plot, measured, faces_img, faces_table],
+                          api_visibility="private", show_progress_on=[measured], **limits)
+        # The public API (/sync, /detect; also the MCP tools): the same flows, outputs as documented.
+        api_sync = gr.Button(visible=False, elem_id="api_sync")
+        api_sync.click(sync, [*inputs, manual], [status, table, plot, out_video, out_file, report],
+                       api_name="sync", **limits)
+        api_detect = gr.Button(visible=False, elem_id="api_detect")
+        api_detect.click(detect, inputs, [status, table, plot, measured], api_name="detect", **limits)
     demo.queue(max_size=settings.queue_size, default_concurrency_limit=settings.concurrency)
     return demo
 
 
 def launch_kwargs(settings: Settings = SETTINGS) -> dict:
     kw: dict = dict(server_name=settings.server_name, server_port=settings.server_port, share=settings.share,
-                    max_file_size=f"{settings.max_upload_mb}mb")
+                    max_file_size=f"{settings.max_upload_mb}mb", mcp_server=settings.mcp_server)
     if settings.examples_dir.is_dir():
         kw["allowed_paths"] = [str(settings.examples_dir)]
     if settings.auth:

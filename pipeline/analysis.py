@@ -48,6 +48,9 @@ KEEP_SEGMENT = 50
 #: Shortest face track worth scoring (2 s), and smallest face (box side, px in the decoded frame).
 MIN_TRACK_FRAMES = 50
 MIN_FACE_PX = 40
+#: Stills kept for the face picture: one per scene (at most this many scenes), at most this wide.
+MAX_STILLS = 12
+STILL_MAX_WIDTH = 640
 
 
 @dataclass
@@ -83,6 +86,46 @@ class FaceTrack:
                 "mean_score": round(self.mean_score, 3), "crops_kept": len(self.face_crops)}
 
 
+@dataclass(frozen=True)
+class Still:
+    """A small copy of one decoded frame, kept so the faces can be shown without decoding again: per scene,
+    the first detection frame with the most faces in it."""
+
+    frame: int  #: grid frame index
+    scene: int
+    image: np.ndarray  #: (h, w, 3) uint8 RGB, at most :data:`STILL_MAX_WIDTH` wide
+    scale: float  #: still pixels per decoded-frame pixel (the tracks' coordinates)
+
+
+def make_still(bgr: np.ndarray, frame: int, scene: int, max_width: int = STILL_MAX_WIDTH) -> Still:
+    """A reduced RGB copy of a decoded BGR frame: the mean of each f x f block (f the smallest integer that
+    brings it within ``max_width``), so it stays sharp enough to recognise a face and costs one reshape."""
+    h, w = bgr.shape[:2]
+    f = max(1, -(-w // max_width))
+    if f > 1:
+        bgr = bgr[: h // f * f, : w // f * f].reshape(h // f, f, w // f, f, 3).mean(axis=(1, 3)).round()
+    return Still(frame=frame, scene=scene, image=np.ascontiguousarray(bgr[:, :, ::-1], dtype=np.uint8),
+                 scale=1.0 / f)
+
+
+def keep_still(stills: list[tuple[set[int], Still]], ids: set[int], bgr: np.ndarray, frame: int, scene: int,
+               max_stills: int = MAX_STILLS) -> None:
+    """Keep a still of this detection frame when it shows a face that no kept still shows: in place of a
+    still of the same scene whose faces are all here too, else as a new one (up to ``max_stills``).
+
+    So every face gets a picture (its first frame, or a later one with more company), at the cost of a
+    downscale on the few frames where a new face appears.
+    """
+    if not ids or ids <= set().union(*(seen for seen, _ in stills)):
+        return
+    for k, (seen, st) in enumerate(stills):
+        if st.scene == scene and seen <= ids:
+            stills[k] = (set(ids), make_still(bgr, frame, scene))
+            return
+    if len(stills) < max_stills:
+        stills.append((set(ids), make_still(bgr, frame, scene)))
+
+
 @dataclass
 class Analysis:
     """The decoded facts of one video: media info, aligned audio, face tracks, scene cuts, timings."""
@@ -94,6 +137,8 @@ class Analysis:
     scene_cuts: list[int]
     timings: dict[str, float]
     video_truncated: bool = False
+    #: per scene, a small frame with the most faces (:class:`Still`), for showing which face was measured
+    stills: tuple[Still, ...] = ()
 
     @property
     def duration_s(self) -> float:
@@ -206,6 +251,7 @@ def analyse(path: str | Path, info: MediaInfo | None = None, *, stride: int = DE
     cuts: list[int] = []
     prev_thumb: np.ndarray | None = None
     last_det = -(10**9)
+    stills: list[tuple[set[int], Still]] = []  # (tracks seen in it, still)
     n = 0
     t_detect = 0.0
     t_crop = 0.0
@@ -247,6 +293,8 @@ def analyse(path: str | Path, info: MediaInfo | None = None, *, stride: int = DE
             td = time.perf_counter()
             tracker.update(gf.index, det(gf.image))
             t_detect += time.perf_counter() - td
+            keep_still(stills, {t.id for t in tracker.open if t.last_frame == gf.index}, gf.image, gf.index,
+                       tracker.scene)
             last_det = gf.index
             finalise(gf.index - lag)
         if on_frame:
@@ -275,7 +323,7 @@ def analyse(path: str | Path, info: MediaInfo | None = None, *, stride: int = DE
     log.info("analysed %s: %d grid frames (%.2f fps source), %d tracks, %d cuts", Path(path).name, n, fps,
              len(tracks), len(cuts))
     return Analysis(info=info, audio=audio, n_frames=n, tracks=tracks, scene_cuts=cuts, timings=timings,
-                    video_truncated=truncated)
+                    video_truncated=truncated, stills=tuple(st for _, st in stills))
 
 
 def frame_rms(audio: np.ndarray, n_frames: int) -> np.ndarray:

@@ -8,6 +8,7 @@ other's figures) with the Agg backend; any front end can show it.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -17,6 +18,13 @@ from .sync import IterationEvent
 
 #: The precision a confident reading is calibrated to (within 40 ms): the band drawn around each segment.
 BAND_MS = 40.0
+
+
+def message_figure(words: str) -> Figure:
+    """A figure that only says ``words`` (an error: the plot must not keep showing an earlier state)."""
+    fig = Figure(figsize=(8, 2.0), dpi=100)
+    fig.text(0.5, 0.5, textwrap.fill(words, 90), ha="center", va="center", fontsize=10, color="C3")
+    return fig
 
 
 def _fitted_path(drift: Mapping, t0: float, t1: float) -> tuple[list[float], list[float]]:
@@ -79,10 +87,14 @@ def draw_timeline(ax, report: Mapping) -> bool:
     return True
 
 
-def sync_figure(events: Sequence[IterationEvent], title: str = "", report: Mapping | None = None) -> Figure:
+def sync_figure(events: Sequence[IterationEvent], title: str = "", report: Mapping | None = None,
+                headline: str = "") -> Figure:
     """Top: the latest iteration's score curve over residual lag (ms), its best lag marked, earlier ones
     faint. Then, with a ``report`` (detect's or fix's JSON) that has a timeline: the lag along the clip
-    (:func:`draw_timeline`). Bottom: the latest iteration's confidence over time along the clip."""
+    (:func:`draw_timeline`). Bottom: the latest iteration's confidence over time along the clip.
+
+    ``headline``: the outcome in words (:func:`pipeline.outcome.headline`, the status line's first
+    sentence), shown above everything, so the picture and the words cannot disagree."""
     timeline = bool(report and len(report.get("timeline") or []) >= 2)
     windows = bool(events and len(events[-1].estimate.window_times_s))
     fig = Figure(figsize=(8, 7.6 if timeline and windows else 5.2 if not timeline else 6.4), dpi=100,
@@ -94,10 +106,13 @@ def sync_figure(events: Sequence[IterationEvent], title: str = "", report: Mappi
         ax, ax_t = fig.subplots(2, 1, height_ratios=[3, 3])
     else:
         ax, ax2 = fig.subplots(2, 1, height_ratios=[3, 2])
+    if headline:
+        fig.suptitle(textwrap.fill(headline, 95), fontsize=10, fontweight="bold")
     if timeline:
         draw_timeline(ax_t, report)
     if not events:
-        ax.text(0.5, 0.5, "waiting for the first measurement", ha="center", va="center", transform=ax.transAxes)
+        empty = "nothing was measured" if report is not None else "waiting for the first measurement"
+        ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
         if ax2 is not None:
             ax2.set_axis_off()
@@ -116,7 +131,9 @@ def sync_figure(events: Sequence[IterationEvent], title: str = "", report: Mappi
         ax.axvline(0, color="0.5", lw=0.8, ls="--")
     ax.set_xlabel("residual audio lag (ms; > 0 = sound after lips)")
     ax.set_ylabel(f"{e.curve_label}\n({'lower' if e.best_is_min else 'higher'} is better)", fontsize=9)
-    ax.set_title(title or f"{e.engine}: audio lag {last.audio_lag_ms:+.1f} ms, confidence {last.confidence:.2f}")
+    trusted = "" if report is None or report.get("decision") != "uncertain" else " (not trusted)"
+    ax.set_title(title or f"{e.engine}: audio lag {last.audio_lag_ms:+.1f} ms, confidence {last.confidence:.2f}"
+                 f"{trusted}", fontsize=10)
     ax.legend(loc="best", fontsize=8)
     if ax2 is None:
         return fig

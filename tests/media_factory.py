@@ -242,3 +242,28 @@ def with_audio(src: Path, dst: Path, audio: np.ndarray, rate: int = 16000) -> Pa
             out.mux(a.encode(af))
         out.mux(a.encode())
     return dst
+
+
+def write_two_faces(src: Path, dst: Path, n_frames: int | None = None) -> Path:
+    """``src``'s talking face on the left and its first frame, frozen, on the right (a second face that never
+    speaks), with ``src``'s own sound: which face is measured must be the left one."""
+    from syncnet.media import iter_video_frames, load_audio
+
+    frames = list(iter_video_frames(src))[:n_frames]
+    still = frames[0]
+    audio = load_audio(src)[: len(frames) * 640]
+    with av.open(str(dst), "w") as out:
+        vs = out.add_stream("libx264", rate=25)
+        vs.width, vs.height, vs.pix_fmt = 2 * still.shape[1], still.shape[0], "yuv420p"
+        vs.options = {"crf": "18", "preset": "ultrafast"}
+        aus = out.add_stream("aac", rate=16000)
+        aus.layout = "mono"
+        for f in frames:
+            out.mux(vs.encode(av.VideoFrame.from_ndarray(np.concatenate([f, still], axis=1), format="bgr24")))
+        out.mux(vs.encode())
+        for start in range(0, len(audio), 1024):
+            af = av.AudioFrame.from_ndarray(audio[None, start : start + 1024], format="s16", layout="mono")
+            af.sample_rate, af.pts, af.time_base = 16000, start, Fraction(1, 16000)
+            out.mux(aus.encode(af))
+        out.mux(aus.encode())
+    return dst

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import av
@@ -21,7 +22,8 @@ def server():
     import app
 
     demo = app.build_demo()
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, max_file_size="50mb")
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, max_file_size="50mb",
+                **{k: v for k, v in app.launch_kwargs(app.SETTINGS).items() if k == "mcp_server"})
     yield demo.local_url, app
     demo.close()
 
@@ -62,19 +64,71 @@ def test_streams_every_iteration_then_a_corrected_file(client, example_avi):
         assert v.duration / 1e6 == pytest.approx(12.68, abs=0.1)
 
 
-def test_in_sync_makes_no_file(client, synced_avi):
-    _, final = _run(client, synced_avi)
-    status, _, _, video, corrected, report = final
-    assert status.startswith("In sync") and "No new file" in status
+def _page_run(handler, *args) -> tuple[list[tuple], dict | None, Exception | None]:
+    """Every update the page's own event (sync_ui / detect_ui, the handler as a plain generator) yields, the
+    report (read while its job folder still exists) and the error it ended with, if any."""
+    import gradio as gr
+
+    updates: list[tuple] = []
+    report = None
+    try:
+        for update in handler(*args):
+            updates.append(update)
+            for item in update:
+                if isinstance(item, dict) and "decision" in item:
+                    report = item
+                elif isinstance(item, str) and item.endswith("report.json"):
+                    report = json.loads(Path(item).read_text())
+    except gr.Error as exc:
+        return updates, report, exc
+    return updates, report, None
+
+
+def _says_the_same(status: str, fig, report: dict, wrote: bool | None) -> str:
+    """The status's first sentence is the report's headline, and so is the plot's title."""
+    from pipeline.outcome import headline
+
+    head = headline(report, wrote)
+    assert status.startswith(head), (status, head)
+    assert " ".join(fig._suptitle.get_text().split()) == head
+    return head
+
+
+@pytest.mark.parametrize("clip,decision", [("synced_example.avi", "in_sync"), ("w2l_input4.mp4", "uncertain")])
+def test_status_plot_and_report_agree_and_nothing_is_written(server, fixtures_dir, clip, decision):
+    """In sync, and could not decide (with its reason): no file; the words, the plot's title and the report
+    say the same; the page also shows the face that was measured."""
+    app = server[1]
+    updates, report, error = _page_run(app.sync_ui, str(fixtures_dir / clip), "cca", 600, 3, None, 20, None)
+    assert error is None and report["decision"] == decision
+    status, _, fig, video, corrected, _, picture, faces = updates[-1]
     assert video is None and corrected is None
-    assert json.loads(Path(report).read_text())["decision"] == "in_sync"
+    head = _says_the_same(status, fig, report, False)
+    if decision == "in_sync":
+        assert head.startswith("In sync") and "No new file" in status
+    else:
+        assert head == f"Could not decide: {report['reason']}." and "Nothing was changed" in status
+        assert fig.axes[0].get_title().endswith("(not trusted)")  # the curve's best point is not a claim
+    assert picture is not None and picture.ndim == 3
+    assert [row[0] for row in faces] == [t["id"] for t in report["tracks"]]
 
 
-def test_uncertain_is_explained_and_changes_nothing(client, fixtures_dir):
-    _, final = _run(client, fixtures_dir / "w2l_input4.mp4")
-    status, _, _, video, corrected, report = final
-    assert status.startswith("Could not decide") and video is None and corrected is None
-    assert json.loads(Path(report).read_text())["decision"] == "uncertain"
+def test_shift_manual_and_error_agree_too(server, fixtures_dir, example_avi, tmp_path):
+    """Measured and corrected, a manual shift, and a refused file: the status and the plot say the same."""
+    app = server[1]
+    updates, report, _ = _page_run(app.detect_ui, str(example_avi), "cca", 600, 3, None, 20)
+    status, _, fig, measured, picture, faces = updates[-1]
+    assert _says_the_same(status, fig, measured, None).startswith("Out of sync: the sound comes")
+    assert picture is not None and faces[0][-1].startswith("measured")
+    updates, report, _ = _page_run(app.sync_ui, str(example_avi), "cca", 600, 3, None, 20, 30.0)
+    status, _, fig, *_ = updates[-1]
+    assert _says_the_same(status, fig, report, True).startswith("Applied the manual shift: the audio moved 30.0")
+    assert fig.axes[0].texts[0].get_text() == "nothing was measured"
+    updates, report, error = _page_run(app.sync_ui, str(fixtures_dir / "video_no_audio.avi"), "cca", 600, 3, None,
+                                       20, None)
+    status, _, fig, *_ = updates[-1]
+    assert error is not None and status == f"Error: {error.message}" and "no audio track" in status
+    assert fig.texts[0].get_text().replace("\n", " ") == status  # the plot no longer shows an earlier state
 
 
 def test_manual_shift(client, example_avi):
@@ -135,7 +189,7 @@ def test_detect_measures_and_writes_nothing(client, example_avi):
     assert measured["audio_lag_ms"] == pytest.approx(-120, abs=20) and 0 <= measured["p_correct"] <= 1
     assert len(measured["tracks"]) == 1 and "timeline" in measured and "drift" in measured
     assert "output" not in measured and "applied_shift_ms" not in measured
-    assert status.startswith("Measured") and "Nothing was written" in status
+    assert status.startswith("Out of sync: the sound comes") and "Nothing was written" in status
     assert f"{abs(measured['audio_lag_ms']):.1f} ms before the lips" in status  # the status says what the report says
     assert len(table["data"]) == len(measured["iterations"])
 
@@ -227,6 +281,60 @@ def test_the_app_and_the_cli_give_the_same_error_on_the_same_input(client, examp
     assert cli_error == "--search-ms must be between 0 and 10000"
     with pytest.raises(AppError, match=cli_error):
         _run(client, example_avi, search_ms=20000)
+
+
+def _readme_mcp_example() -> str:
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = text[text.index("### MCP"):]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_mcp_lists_both_tools_and_measures_a_clip(server, example_avi, capsys):
+    """The MCP server (on by default): the schema lists sync and detect with their parameters and what they
+    mean, and the README's client example, run as written, measures a real clip (sent inline)."""
+    import ast
+    import asyncio
+
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    url = server[0].rstrip("/") + "/gradio_api/mcp/"
+
+    async def tools():
+        async with streamable_http_client(url) as (read, write, _), ClientSession(read, write) as session:
+            await session.initialize()
+            return {t.name: t for t in (await session.list_tools()).tools}
+
+    listed = asyncio.run(tools())
+    assert set(listed) == {"sync", "detect"}
+    params = ["video", "engine", "search_ms", "max_iterations", "min_confidence", "tolerance_ms", "manual_ms"]
+    assert list(listed["sync"].inputSchema["properties"]) == params
+    assert list(listed["detect"].inputSchema["properties"]) == params[:-1]
+    assert listed["detect"].inputSchema["required"] == ["video"]
+    for tool in listed.values():
+        props = tool.inputSchema["properties"]
+        assert "out of step with the lips" in tool.description and "audio_lag_ms" in tool.description
+        assert all(props[p].get("description") for p in props), "every parameter says what it means"
+        assert props["engine"]["enum"] == ["auto", "cca", "syncnet", "both"]
+    assert "earlier" in listed["sync"].inputSchema["properties"]["manual_ms"]["description"]
+
+    code = _readme_mcp_example().replace('"talk.mp4"', repr(str(example_avi)))
+    code = code.replace('"http://127.0.0.1:7860/gradio_api/mcp/"', repr(url)).replace('"auto"', '"cca"')
+    capsys.readouterr()
+    exec(compile(code, "README.md", "exec"), {"__name__": "readme"})  # noqa: S102 - the README's example
+    names, answer = capsys.readouterr().out.split("\n", 1)
+    assert names == "['detect', 'sync']"
+    status, _, _, report = ast.literal_eval(answer.strip())
+    assert report["decision"] == "shift" and report["audio_lag_ms"] == pytest.approx(-120, abs=20)
+    assert f"{abs(report['audio_lag_ms']):.1f} ms before the lips" in status
+
+
+def test_mcp_can_be_turned_off():
+    import app
+
+    assert app.Settings.from_env({}).mcp_server and app.launch_kwargs(app.Settings())["mcp_server"] is True
+    off = app.Settings.from_env({"SYNCFIX_MCP": "0"})
+    assert off.mcp_server is False and app.launch_kwargs(off)["mcp_server"] is False
 
 
 def test_settings_come_from_the_environment_in_one_place(tmp_path):

@@ -79,23 +79,37 @@ def test_upload_sync_play(browser, app_url, example_avi):
     page.close()
 
 
-def test_measure_only(browser, app_url, example_avi):
-    """The "Measure only" button (/detect): the status and the measurement appear, no video is made."""
+def test_measure_only_shows_which_face(browser, app_url, example_avi, tmp_path):
+    """The "Measure only" button (/detect) on a clip with two faces (the speaker left, a frozen face right):
+    the status and the measurement appear, no video is made, and the face picture and table show both faces
+    with the speaker marked as the measured one."""
+    from media_factory import write_two_faces
+
+    clip = write_two_faces(example_avi, tmp_path / "two faces.mp4")
     page = browser.new_page(viewport={"width": 1400, "height": 1500})
     page.goto(app_url, wait_until="networkidle")
-    page.locator("#in_file input[type=file]").set_input_files(str(example_avi))
+    page.locator("#in_file input[type=file]").set_input_files(str(clip))
     page.get_by_text("Options").click()
     page.get_by_role("combobox", name="Engine").click()
     page.get_by_role("option", name="cca").click()
     page.locator("#detect_btn").click()
     page.wait_for_function("() => { const t = document.querySelector('#status textarea');"
-                           " return t && t.value.startsWith('Measured'); }", timeout=120_000)
+                           " return t && t.value.startsWith('Out of sync'); }", timeout=120_000)
     status = page.locator("#status textarea").input_value()
     assert "before the lips" in status and "Nothing was written" in status
     measurement = page.locator("#measurement")
     measurement.get_by_text("decision").first.wait_for(timeout=30_000)
     assert measurement.get_by_text("shift").count() >= 1
     assert page.locator("#out_video video").count() == 0  # nothing to play: nothing was written
+    picture = page.locator("#faces img")
+    picture.wait_for(state="visible", timeout=30_000)
+    size = page.evaluate("() => { const i = document.querySelector('#faces img');"
+                         " return [i.naturalWidth, i.naturalHeight]; }")
+    assert size[0] >= 400 and size[1] >= 150  # a real picture, not a placeholder
+    table = page.locator("#faces_table")
+    assert table.get_by_text("measured (the speaking face)").count() >= 1
+    assert table.get_by_text("read once, scored lower").count() >= 1  # the frozen face: read, not chosen
     RESULTS.mkdir(exist_ok=True)
+    page.locator("#faces").screenshot(path=str(RESULTS / "app_faces.png"))
     page.screenshot(path=str(RESULTS / "app_measured.png"), full_page=True)
     page.close()
