@@ -369,7 +369,7 @@ _REPORT_FIELDS = ("decision (in_sync, shift or uncertain), audio_lag_ms (> 0: th
 
 def _api_doc(summary: str, args: tuple[str, ...], results: Mapping[str, str]) -> str:
     lines = [summary, "", "Args:", *(f"    {a}: {ARG_DOCS[a]}" for a in args), "", "Returns:",
-             *(f"    {k}: {v}" for k, v in results.items())]
+             *(f"    {k}: {v.rstrip('.')}" for k, v in results.items())]
     return "\n".join(lines)
 
 
