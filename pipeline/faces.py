@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import importlib.resources
 import logging
+import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +30,13 @@ NMS_IOU = 0.3
 #: size multiplier and the shift of the box centre, as fractions of the CenterFace box height.
 BOX_SCALE = 1.0
 BOX_SHIFT_Y = 0.0
+
+#: Where detection runs: "auto" (onnxruntime's CUDA provider when the installed onnxruntime has one, i.e.
+#: ``onnxruntime-gpu``, else the CPU), "cuda" or "cpu"; ``SYNCFIX_DETECT_DEVICE`` sets the default.
+DEVICES = ("auto", "cuda", "cpu")
+DEFAULT_DEVICE = os.environ.get("SYNCFIX_DETECT_DEVICE", "auto")
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
 
 _session_lock = threading.Lock()
 _sessions: dict[tuple[str, int], object] = {}
@@ -65,8 +74,24 @@ def _model_bytes() -> bytes:
     return model.SerializeToString()
 
 
+def detection_providers(device: str, available: Sequence[str]) -> list[str]:
+    """The onnxruntime providers for a ``device`` request, given the providers the installed onnxruntime
+    offers: CUDA first (the CPU behind it for anything CUDA cannot run) where asked for or "auto" and
+    offered; the CPU otherwise. Asking for "cuda" without it is not an error: detection runs on the CPU
+    and the log says how to get the GPU (install ``onnxruntime-gpu``)."""
+    if device not in DEVICES:
+        raise ValueError(f"face detection device must be one of {', '.join(DEVICES)}, not {device!r}")
+    if device != "cpu" and CUDA in available:
+        return [CUDA, CPU]
+    if device == "cuda":
+        log.warning("face detection on cuda was asked for, but this onnxruntime has no CUDA provider "
+                    "(pip install onnxruntime-gpu): it runs on the CPU")
+    return [CPU]
+
+
 def _session(threads: int, device: str = "cpu"):
-    """One onnxruntime session per (device, threads) per process; loading costs ~0.2 s."""
+    """One onnxruntime session per (device, threads) per process; loading costs ~0.2 s. A CUDA provider that
+    cannot start (no GPU answers) leaves the session on the CPU; ``get_providers()`` says which it got."""
     import onnxruntime as ort
 
     key = (device, threads)
@@ -76,10 +101,16 @@ def _session(threads: int, device: str = "cpu"):
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
             opts.log_severity_level = 3
-            providers = ["CPUExecutionProvider"]
-            if device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-                providers.insert(0, "CUDAExecutionProvider")
-            _sessions[key] = ort.InferenceSession(_model_bytes(), opts, providers=providers)
+            providers = detection_providers(device, ort.get_available_providers())
+            try:
+                session = ort.InferenceSession(_model_bytes(), opts, providers=providers)
+            except Exception as exc:  # noqa: BLE001 - a GPU provider failing to start: the CPU still works
+                if providers == [CPU]:
+                    raise
+                log.warning("face detection could not start on %s (%s): running on the CPU", providers[0], exc)
+                session = ort.InferenceSession(_model_bytes(), opts, providers=[CPU])
+            log.info("face detection runs on %s", session.get_providers()[0])
+            _sessions[key] = session
         return _sessions[key]
 
 
@@ -114,8 +145,11 @@ def calibrate(box: np.ndarray) -> np.ndarray:
 class FaceDetector:
     """CenterFace on onnxruntime. Call it with a BGR frame; it downsizes, runs, and maps boxes back."""
 
-    def __init__(self, threads: int = 1, width: int = DETECT_WIDTH, threshold: float = SCORE_THRESHOLD):
-        self.session = _session(threads)
+    def __init__(self, threads: int = 1, width: int = DETECT_WIDTH, threshold: float = SCORE_THRESHOLD,
+                 device: str = DEFAULT_DEVICE):
+        self.session = _session(threads, device)
+        #: where it actually runs ("cuda" or "cpu"), whatever was asked for
+        self.device = "cuda" if self.session.get_providers()[0] == CUDA else "cpu"
         self.width = width
         self.threshold = threshold
 

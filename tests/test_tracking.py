@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.faces import Detection, FaceDetector, nms
+from pipeline.faces import CPU, CUDA, Detection, FaceDetector, detection_providers, nms
 from pipeline.tracking import (
     Tracker,
     TrackPoints,
@@ -51,6 +51,28 @@ def test_mouth_landmarks_sit_below_the_nose(example_avi):
     d = FaceDetector()(frame)[0]
     nose_y = d.landmarks[2, 1]
     assert d.mouth[1] > nose_y and d.landmarks[3, 0] < d.landmarks[4, 0]
+
+
+def test_detection_device_choice():
+    """CUDA first where onnxruntime-gpu offers it ("auto" or "cuda"), the CPU behind it; the CPU otherwise."""
+    assert detection_providers("auto", [CUDA, CPU]) == [CUDA, CPU]
+    assert detection_providers("cuda", ["TensorrtExecutionProvider", CUDA, CPU]) == [CUDA, CPU]
+    assert detection_providers("cpu", [CUDA, CPU]) == [CPU]
+    assert detection_providers("auto", [CPU]) == [CPU] and detection_providers("cuda", [CPU]) == [CPU]
+    with pytest.raises(ValueError, match="one of auto, cuda, cpu"):
+        detection_providers("gpu", [CPU])
+
+
+def test_cuda_asked_for_without_a_gpu_still_detects(example_avi):
+    """Here (CPU onnxruntime, no GPU) a request for cuda runs on the CPU, says so, and finds the face."""
+    import onnxruntime as ort
+
+    frame = next(iter_video_frames(example_avi))
+    det = FaceDetector(device="cuda")
+    if CUDA not in ort.get_available_providers():  # the CPU build (requirements.txt): the CPU, whatever is asked
+        assert det.device == "cpu"
+    found = det(frame)
+    assert len(found) == 1 and found[0].score > 0.6
 
 
 def test_nms_and_iou():
