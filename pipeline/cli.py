@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     det = sub.add_parser("detect", help="measure the offset between lips and sound")
     _add_common(det)
+    det.add_argument("--faces-png", metavar="FILE",
+                     help="also write a picture of the faces that were tracked, the measured one boxed in green "
+                          "(the app's face picture)")
     fix = sub.add_parser("fix", help="write a copy with the audio shifted into sync")
     _add_common(fix)
     fix.add_argument("-o", "--output", help="output file (default: beside the input, never overwriting it)")
@@ -66,8 +69,27 @@ def _checked(args: argparse.Namespace) -> tuple[Path, MediaInfo]:
 
 def run_detect(args: argparse.Namespace) -> dict:
     path, info = _checked(args)
+    if args.faces_png and Path(args.faces_png).suffix.lower() != ".png":
+        raise UserError(f"--faces-png writes a PNG: give a .png name, not {Path(args.faces_png).name!r}")
     result = measure(path, sync_options(args), sys.stderr.isatty(), info)
-    return result.to_report(curves=not args.no_curves)
+    report = result.to_report(curves=not args.no_curves)
+    if args.faces_png:
+        report["faces_png"] = _write_faces_png(result, report, Path(args.faces_png))
+    return report
+
+
+def _write_faces_png(result, report: dict, out: Path) -> str | None:
+    """The face picture as a PNG (None, and a warning, when no face was tracked)."""
+    import matplotlib.image
+
+    from .facepicture import faces_picture
+
+    picture = faces_picture(result.analysis, report)
+    if picture is None:
+        log.warning("no face was tracked: %s not written", out)
+        return None
+    matplotlib.image.imsave(out, picture)
+    return str(out)
 
 
 def run_fix(args: argparse.Namespace) -> dict:
@@ -95,6 +117,14 @@ def _print_human(report: dict) -> None:
     if report.get("output"):
         print(f"written: {report['output']} (shifted {report['applied_shift_ms']:+.1f} ms, "
               f"verified {report['verified_shift_ms']:+.1f} ms)")
+    if len(report.get("tracks") or []) > 1:  # which face was measured matters only when there is a choice
+        from .facepicture import face_rows
+
+        for face, scene, when, _, px, lag_ms, conf, _, status in face_rows(report):
+            reading = "" if lag_ms is None else f", {lag_ms:+.1f} ms at confidence {conf:.2f}"
+            print(f"face {face} (scene {scene}, {when} s, {px} px{reading}): {status}")
+    if report.get("faces_png"):
+        print(f"faces: {report['faces_png']}")
 
 
 def main(argv: list[str] | None = None) -> int:

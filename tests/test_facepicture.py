@@ -27,7 +27,7 @@ def two_faces(tmp_path_factory, example_avi):
     """The whole measurement of a clip with a speaking face (left) and a frozen one (right)."""
     path = write_two_faces(example_avi, tmp_path_factory.mktemp("faces") / "two.mp4")
     result = [e for e in measure_events(path, SyncOptions(engine="cca")) if isinstance(e, SyncResult)][-1]
-    return result.analysis, result.to_report(curves=False)
+    return result.analysis, result.to_report(curves=False), path
 
 
 def test_make_still_is_small_rgb_and_averaged():
@@ -54,7 +54,7 @@ def test_a_still_is_kept_for_every_new_face_and_replaced_by_a_fuller_one():
 
 
 def test_two_faces_are_boxed_and_the_measured_one_is_marked(two_faces):
-    analysis, report = two_faces
+    analysis, report, _ = two_faces
     assert len(analysis.tracks) == 2 and analysis.stills
     left = min(analysis.tracks, key=lambda t: float(np.median(t.points[:, 0])))
     assert report["track"] == left.id  # the speaker, not the frozen face
@@ -79,7 +79,7 @@ def test_two_faces_are_boxed_and_the_measured_one_is_marked(two_faces):
 
 
 def test_the_table_has_a_row_per_face_with_its_own_reading(two_faces):
-    analysis, report = two_faces
+    analysis, report, _ = two_faces
     rows = face_rows(report)
     assert [r[0] for r in rows] == [t["id"] for t in report["tracks"]]
     chosen = next(r for r in rows if r[0] == report["track"])
@@ -118,3 +118,23 @@ def test_faces_of_several_scenes_get_a_panel_each():
     assert boxed == [[260.0], [60.0]]  # x - s on each scene's own still
     assert fig.get_suptitle() == "2 faces tracked; face 1 (green) was measured"
     assert face_rows(report)[1][-1].startswith("measured") and face_rows(report)[0][-1] == "not read"
+
+
+def test_the_command_line_lists_the_faces_and_writes_the_picture(two_faces, tmp_path, capsys):
+    """``detect --faces-png``: the app's picture as a file; the human output names every face when there
+    are several, and the report says where the picture went."""
+    import matplotlib.image
+
+    from pipeline.cli import main
+
+    _, report, path = two_faces
+    png = tmp_path / "faces.png"
+    assert main(["detect", str(path), "--engine", "cca", "--faces-png", str(png)]) == 0
+    out = capsys.readouterr().out
+    measured = [line for line in out.splitlines() if line.startswith("face ") and line.endswith("speaking face)")]
+    assert len(measured) == 1 and measured[0].startswith(f"face {report['track']} (scene 0, 0.0-12.7 s")
+    assert "read once, scored lower" in out and f"faces: {png}" in out
+    picture = matplotlib.image.imread(png)
+    assert picture.shape[0] > 200 and picture.shape[1] > 400
+    assert main(["detect", str(path), "--engine", "cca", "--faces-png", str(tmp_path / "faces.jpg")]) == 2
+    assert "give a .png name" in capsys.readouterr().err
