@@ -151,6 +151,12 @@ def _table(events: list[IterationEvent]) -> list[list]:
 TABLE_HEADERS = ["iteration", "audio lag (ms)", "residual (ms)", "confidence", "engine", "p_correct"]
 
 
+def _figures(result: SyncResult) -> str:
+    """The reading's own figures: confidence, the calibrated chance of being right, the engine."""
+    chance = "" if result.p_correct is None else f", {100 * result.p_correct:.0f} % likely within 40 ms"
+    return f"(Confidence {result.confidence:.2f}{chance}, {result.engine}.)"
+
+
 def _details(result: SyncResult | None, wrote: bool, verified: float | None) -> str:
     """What follows the headline in the status: the engine's figures, what was done, how it was checked."""
     if result is None:
@@ -160,8 +166,7 @@ def _details(result: SyncResult | None, wrote: bool, verified: float | None) -> 
     elif result.decision == "uncertain":
         words = "Nothing was changed; set a manual shift in Options to apply one anyway."
     else:
-        chance = "" if result.p_correct is None else f", {100 * result.p_correct:.0f} % likely within 40 ms"
-        words = f"(Confidence {result.confidence:.2f}{chance}, {result.engine}.)"
+        words = _figures(result)
     if wrote and verified is not None:
         words += f" Checked in the written file: {verified:+.1f} ms."
     return words.strip()
@@ -315,8 +320,7 @@ def _run_detect(j: Job, path: Path, opts: SyncOptions, progress: gr.Progress) ->
     report.update(job_id=j.id, job_log=j.lines)
     progress(1.0, desc="done")
     head = headline(report)
-    details = "Nothing was written." if result.decision == "uncertain" else \
-        f"{_details(result, False, None)} Nothing was written."
+    details = "Nothing was written." if result.decision == "uncertain" else f"{_figures(result)} Nothing was written."
     text = " ".join(f"{head} {details} {describe_drift(report.get('drift'), None)}".split())
     yield (text, _table(events), sync_figure(events, report=report, headline=head), report,
            (faces_picture(result.analysis, report), face_rows(report)))
