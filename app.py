@@ -243,7 +243,7 @@ def _run(j: Job, path: Path, opts: SyncOptions, manual_ms: float | None, progres
     analysis = done.result.analysis if done.result is not None else None
     yield (" ".join(text.split()), _table(events), sync_figure(events, report=report, headline=head),
            str(video) if video else None, str(done.output) if done.output else None, str(report_path),
-           (faces_picture(analysis, report), face_rows(report)))
+           (analysis, report))
 
 
 def _options(engine: str, search_ms: float, max_iterations: int, min_confidence: float | None,
@@ -283,7 +283,7 @@ def _in_job(video: str | None, run: Callable[[Job, Path], Iterator[tuple]]) -> I
 def _sync_updates(video: str | None, engine: str, search_ms: float, max_iterations: int,
                   min_confidence: float | None, tolerance_ms: float, manual_ms: float | None,
                   progress: gr.Progress) -> Iterator[tuple]:
-    """The fix flow's widget updates: /sync's six outputs, then the faces (picture, rows) or None."""
+    """The fix flow's widget updates: /sync's six outputs, then (analysis, report) at the end, else None."""
     if not video:
         raise gr.Error("Please upload a video first.")
     opts = _options(engine, search_ms, max_iterations, min_confidence, tolerance_ms)
@@ -323,12 +323,13 @@ def _run_detect(j: Job, path: Path, opts: SyncOptions, progress: gr.Progress) ->
     details = "Nothing was written." if result.decision == "uncertain" else f"{_figures(result)} Nothing was written."
     text = " ".join(f"{head} {details} {describe_drift(report.get('drift'), None)}".split())
     yield (text, _table(events), sync_figure(events, report=report, headline=head), report,
-           (faces_picture(result.analysis, report), face_rows(report)))
+           (result.analysis, report))
 
 
 def _detect_updates(video: str | None, engine: str, search_ms: float, max_iterations: int,
                     min_confidence: float | None, tolerance_ms: float, progress: gr.Progress) -> Iterator[tuple]:
-    """The measuring flow's widget updates: /detect's four outputs, then the faces (picture, rows) or None."""
+    """The measuring flow's widget updates: /detect's four outputs, then (analysis, report) at the end, else
+    None."""
     opts = _options(engine, search_ms, max_iterations, min_confidence, tolerance_ms)
     yield from _in_job(video, lambda j, path: _run_detect(j, path, opts, progress))
 
@@ -398,13 +399,18 @@ detect.__doc__ = DETECT_DOC
 
 
 def _with_faces(updates: Iterator[tuple], n: int) -> Iterator[tuple]:
-    """The page's view of an event: its ``n`` outputs plus the face picture and table; on an error, the
-    status and the plot both say it before Gradio shows the message."""
+    """The page's view of an event: its ``n`` outputs plus the face picture and table, drawn here from the
+    last update's (analysis, report), so the API's events never draw them; on an error, the status and the
+    plot both say it before Gradio shows the message."""
     skip = gr.skip()
     try:
         for update in updates:
             faces = update[n]
-            yield (*update[:n], *(faces if faces is not None else (skip, skip)))
+            if faces is None:
+                yield (*update[:n], skip, skip)
+            else:
+                analysis, report = faces
+                yield (*update[:n], faces_picture(analysis, report), face_rows(report))
     except gr.Error as exc:
         words = error_headline(exc.message)
         yield (words, skip, message_figure(words), *[skip] * (n - 3), None, [])

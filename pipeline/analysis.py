@@ -48,7 +48,7 @@ KEEP_SEGMENT = 50
 #: Shortest face track worth scoring (2 s), and smallest face (box side, px in the decoded frame).
 MIN_TRACK_FRAMES = 50
 MIN_FACE_PX = 40
-#: Stills kept for the face picture: one per scene (at most this many scenes), at most this wide.
+#: Stills kept for the face picture (:func:`keep_still`): at most this many, at most this wide.
 MAX_STILLS = 12
 STILL_MAX_WIDTH = 640
 
@@ -88,8 +88,8 @@ class FaceTrack:
 
 @dataclass(frozen=True)
 class Still:
-    """A small copy of one decoded frame, kept so the faces can be shown without decoding again: per scene,
-    the first detection frame with the most faces in it."""
+    """A small copy of one decoded frame, kept so the faces can be shown without decoding again: a detection
+    frame where a face first appears (or a later one of its scene that shows more faces, :func:`keep_still`)."""
 
     frame: int  #: grid frame index
     scene: int
@@ -137,7 +137,7 @@ class Analysis:
     scene_cuts: list[int]
     timings: dict[str, float]
     video_truncated: bool = False
-    #: per scene, a small frame with the most faces (:class:`Still`), for showing which face was measured
+    #: small frames that together show every face (:class:`Still`), for showing which face was measured
     stills: tuple[Still, ...] = ()
 
     @property
