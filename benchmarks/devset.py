@@ -28,8 +28,8 @@ log = logging.getLogger(__name__)
 
 DEV = FIXTURES / "dev"
 CACHE = Path(os.environ.get("SYNCFIX_CACHE", Path.home() / ".cache" / "syncfix" / "devset"))
-#: Bump when the analysis changes what it stores.
-CACHE_VERSION = 2
+#: Bump when the analysis changes what it stores (4: frames decoded as I420 and converted by OpenCV).
+CACHE_VERSION = 4
 
 #: Clips whose own sync is doubtful according to the manifest: a music bed or re-edit (d15, d29), a
 #: split-screen composite (d26), heavy overlays and effects (d30), a hidden lead-in cut by an edit list

@@ -23,6 +23,7 @@ from syncnet.constants import SAMPLES_PER_FRAME
 from syncnet.media import load_audio
 
 from .faces import FaceDetector
+from .heap import decoding_heap
 from .media import GRID_FPS, MediaInfo, iter_grid_frames, prefetch, probe
 from .tracking import (
     MAX_GAP,
@@ -43,8 +44,10 @@ DECODE_MAX_WIDTH = 1280
 CUT_THRESHOLD = 40.0
 #: SyncNet crops are kept for at most this many grid frames per track (80 s at 25 fps, ~300 MB).
 MAX_KEPT_FRAMES = 2000
-#: Kept material comes in segments of this many frames (2 s), chosen where the audio is loudest.
-KEEP_SEGMENT = 50
+#: Kept material comes in segments of this many frames (2.2 s), chosen where the audio is loudest: a SyncNet
+#: block of 50 windows reads 55 consecutive frames, so each segment is one block (at 50, the segments of a
+#: clip over 80 s held no whole block and SyncNet found almost nothing to score there).
+KEEP_SEGMENT = 55
 #: Shortest face track worth scoring (2 s), and smallest face (box side, px in the decoded frame).
 MIN_TRACK_FRAMES = 50
 MIN_FACE_PX = 40
@@ -185,6 +188,17 @@ class _TrackCrops:
         self.mouths: list[np.ndarray] = []
         self.faces: dict[int, np.ndarray] = {}
         self.start: int | None = None
+        self._settled: dict[int, np.ndarray] = {}  #: smoothed points whose neighbours are all known
+
+    def _smoothed(self, k: int) -> np.ndarray:
+        """:func:`smoothed_point` of detection ``k``, made once when it can no longer change (the track has
+        three or more detections and one after ``k``): every frame between two detections reads them."""
+        if len(self.points.dets) < 3 or k + 1 >= len(self.points.dets):
+            return smoothed_point(self.points, k)
+        got = self._settled.get(k)
+        if got is None:
+            got = self._settled[k] = smoothed_point(self.points, k)
+        return got
 
     def at(self, frame: int) -> np.ndarray:
         """x, y, s, mouth x, mouth y at ``frame``, linear between the two smoothed detections around it.
@@ -194,35 +208,12 @@ class _TrackCrops:
         frames = self.points.frames
         k = bisect.bisect_right(frames, frame) - 1
         k = min(max(k, 0), len(frames) - 1)
-        a = smoothed_point(self.points, k)
+        a = self._smoothed(k)
         if k + 1 >= len(frames) or frames[k] >= frame:
             return a
-        b = smoothed_point(self.points, k + 1)
+        b = self._smoothed(k + 1)
         w = (frame - frames[k]) / (frames[k + 1] - frames[k])
         return a + (b - a) * w
-
-
-def bound_heap_growth() -> None:
-    """Serve large blocks (decoded frames) with mmap, so freed frames go back to the OS.
-
-    glibc raises its mmap threshold after the first freed multi-MB frame; from then on frames come from the
-    heap, and the small crops we keep between them pin it, so RSS grows by about a frame per frame
-    (3.4 GB on a 70 s 720p clip). A fixed 128 KiB threshold keeps it flat (0.7 GB). No-op off glibc.
-    """
-    global _heap_bounded
-    if _heap_bounded:
-        return
-    _heap_bounded = True
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        pass
-
-
-_heap_bounded = False
 
 
 def analyse(path: str | Path, info: MediaInfo | None = None, *, stride: int = DETECT_STRIDE,
@@ -231,8 +222,15 @@ def analyse(path: str | Path, info: MediaInfo | None = None, *, stride: int = DE
     """Decode ``path`` once and return its face tracks with crops (see the module docstring).
 
     ``face_crops=False`` skips the 224x224 SyncNet crops (the weight-free engine reads only the mouths).
+    Frames are served by mmap meanwhile (:func:`pipeline.heap.decoding_heap`).
     """
-    bound_heap_growth()
+    with decoding_heap():
+        return _analyse(path, info, stride=stride, max_kept=max_kept, detector=detector, on_frame=on_frame,
+                        face_crops=face_crops)
+
+
+def _analyse(path: str | Path, info: MediaInfo | None, *, stride: int, max_kept: int,
+             detector: FaceDetector | None, on_frame: Callable[[int], None] | None, face_crops: bool) -> Analysis:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     info = info or probe(path)
@@ -262,6 +260,7 @@ def analyse(path: str | Path, info: MediaInfo | None = None, *, stride: int = DE
         tracks = tracker.closed + tracker.open
         while buffer and buffer[0].index <= upto:
             gf = buffer.popleft()
+            plane, table = gf.luma()
             for tp in tracks:
                 if not tp.frames[0] <= gf.index <= tp.frames[-1]:
                     continue
@@ -270,16 +269,18 @@ def analyse(path: str | Path, info: MediaInfo | None = None, *, stride: int = DE
                 if acc.start is None:
                     acc.start = gf.index
                 acc.rows.append(np.array([x, y, s, mx, my]))
-                acc.mouths.append(cut_mouth_crop(gf.image, mx, my, s))
+                acc.mouths.append(cut_mouth_crop(plane, mx, my, s, table))
                 if gf.index < len(keep) and keep[gf.index]:
-                    acc.faces[gf.index] = cut_face_crop(gf.image, x, y, s)
+                    acc.faces[gf.index] = cut_face_crop(gf, x, y, s)
         t_crop += time.perf_counter() - tc
 
     t = time.perf_counter()
     truncated = False
     for gf in prefetch(iter_grid_frames(path, info.video.rotation or 0, max_width=DECODE_MAX_WIDTH)):
         n = gf.index + 1
-        thumb = gf.image[:: max(1, gf.image.shape[0] // 18), :: max(1, gf.image.shape[1] // 32), 1].astype(np.int16)
+        plane, table = gf.luma()
+        thumb = plane[:: max(1, plane.shape[0] // 18), :: max(1, plane.shape[1] // 32)]
+        thumb = (table[thumb] if table is not None else thumb).astype(np.int16)
         if prev_thumb is not None and thumb.shape == prev_thumb.shape:
             change = float(np.abs(thumb - prev_thumb).mean())
             if change > CUT_THRESHOLD:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -277,6 +278,8 @@ class CCAPrepared:
     #: (n-1, k) the learned lip model's projection of the same frames (None: no model)
     model_features: np.ndarray | None = None
     cache: dict = field(default_factory=dict)
+    #: the cache is shared by timeline segments read on several threads
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
 
 class CCAEngine:
@@ -289,6 +292,7 @@ class CCAEngine:
     name = "cca"
     min_frames = MIN_SPEECH_FRAMES
     needs_face_crops = False  #: reads the mouth crops only
+    spans_in_threads = True  #: timeline segments are independent NumPy work, read on threads (pipeline.timeline)
 
     def __init__(self, min_confidence: float | None = None, calibration: Calibration | None = None,
                  lip_model: LipModel | None = None):
@@ -357,12 +361,13 @@ class CCAEngine:
         """The audio features, and the lip model's projection of them, with the audio moved earlier by
         ``shift_ms`` (the last few shifts cached)."""
         key = round(float(shift_ms), 6)
-        got = prep.cache.get(key)
-        if got is None:
-            feats = audio_features(shift_audio(prep.audio, shift_ms))
-            got = prep.cache[key] = (feats, self.lip_model.project_speech(feats))
-            while len(prep.cache) > 4:
-                prep.cache.pop(next(iter(prep.cache)))
+        with prep.lock:
+            got = prep.cache.get(key)
+            if got is None:
+                feats = audio_features(shift_audio(prep.audio, shift_ms))
+                got = prep.cache[key] = (feats, self.lip_model.project_speech(feats))
+                while len(prep.cache) > 4:
+                    prep.cache.pop(next(iter(prep.cache)))
         return got
 
     def measure(self, prep: CCAPrepared, shift_ms: float, search_ms: float) -> Estimate:

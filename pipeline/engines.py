@@ -25,7 +25,7 @@ from syncnet.audio import mfcc
 from syncnet.constants import EMBED_DIM, MFCC_PER_FRAME, MFCC_WINDOW, WINDOW_FRAMES
 from syncnet.scoring import FRAME_MS, score_distances, shifted_distances
 
-from .analysis import Analysis, FaceTrack, frame_rms
+from .analysis import KEEP_SEGMENT, Analysis, FaceTrack, frame_rms
 from .errors import EngineUnavailable
 from .estimates import Engine, Estimate, shift_audio  # noqa: F401 - re-exported for engine users
 from .media import GRID_FPS
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 #: official weights give about 10 on example.avi; LatentSync keeps clips above 3 when cleaning data.
 SYNCNET_MIN_CONFIDENCE = 3.0
 #: Windows scored at first, in contiguous blocks (2 s each) spread over the track where there is speech.
-SYNCNET_BLOCK = 50
+SYNCNET_BLOCK = KEEP_SEGMENT - WINDOW_FRAMES  # 50: a segment of kept crops is one block
 SYNCNET_FIRST_WINDOWS = 150
 #: More windows are added only while the confidence is borderline (at least this share of the threshold),
 #: and never beyond this many: a flat curve does not sharpen with more of the same.

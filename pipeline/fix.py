@@ -137,13 +137,15 @@ def warp_from_drift(drift: Drift) -> AudioWarp:
 
 
 def _verify_along(path: Path, written: Path, warp: AudioWarp) -> dict:
-    """The written audio against the input, window by window: moved as the warp says, at every time?"""
-    from .verify import shifts_along
+    """The written audio against the input, window by window: moved as the warp says, at every time? Each
+    window's reading is held to the plan averaged as that reading averages (:meth:`WindowShift.expected`)."""
+    from .verify import windows_along
 
-    found = shifts_along(path, written)
-    errors = [abs(ms - warp.lag_at(t)) for t, ms in found]
-    return {"windows": [{"at_s": round(t, 3), "shift_ms": round(ms, 3), "planned_ms": round(warp.lag_at(t), 3)}
-                        for t, ms in found],
+    found = windows_along(path, written)
+    planned = [w.expected(warp.lag_at) for w in found]
+    errors = [abs(w.shift_ms - p) for w, p in zip(found, planned)]
+    return {"windows": [{"at_s": round(w.at_s, 3), "shift_ms": round(w.shift_ms, 3), "planned_ms": round(p, 3)}
+                        for w, p in zip(found, planned)],
             "max_error_ms": round(max(errors), 3) if errors else None}
 
 

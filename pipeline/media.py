@@ -197,12 +197,87 @@ def _inspect_video(path: Path) -> tuple[bool, int, bool]:
     return vfr, rotation, True
 
 
-@dataclass(frozen=True)
-class GridFrame:
-    """One frame on the 25 fps analysis grid: index k sits at ``k / 25`` s after the first video frame."""
+#: Limited-range luma (16-235) to full-range grey (0-255): what OpenCV's BGR-to-grey gives for a frame that
+#: OpenCV converted from the same YUV (the chroma terms cancel in 0.299 R + 0.587 G + 0.114 B).
+LUMA_TO_GREY = np.clip(np.round((np.arange(256) - 16) * 255 / 219), 0, 255).astype(np.uint8)
 
-    index: int
-    image: np.ndarray  #: (H, W, 3) uint8 BGR, upright
+
+class GridFrame:
+    """One frame on the 25 fps analysis grid: index k sits at ``k / 25`` s after the first video frame.
+
+    It holds what the decoder gave (its own I420 frame, or a BGR array for odd sizes and rotated video) and
+    converts on demand: the colour picture (:attr:`image`) only for the frames that need one (face
+    detection, stills, SyncNet crops: an eighth of them for the weight-free engine); the grey picture by a
+    table lookup on just the pixels kept from the luma plane (:meth:`luma`: mouth crops, scene-cut
+    thumbnails). FFmpeg's own conversion of every frame to BGR cost as much CPU as decoding the video, and
+    a fresh array per frame another second of page faults per minute.
+    """
+
+    __slots__ = ("index", "_frame", "_bgr", "_grey")
+
+    def __init__(self, index: int, image: np.ndarray | None = None, frame: av.VideoFrame | None = None):
+        if (image is None) == (frame is None):
+            raise ValueError("a grid frame holds either a BGR image or a yuv420p frame")
+        self.index = index
+        self._bgr = image
+        self._frame = frame
+        self._grey: np.ndarray | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(height, width) of the picture."""
+        if self._bgr is not None:
+            return self._bgr.shape[:2]
+        return self._frame.height, self._frame.width
+
+    def _plane(self, i: int) -> np.ndarray:
+        """Plane ``i`` of the I420 frame as a view (rows may be padded: a strided view, no copy)."""
+        plane = self._frame.planes[i]
+        return np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[: plane.height, : plane.width]
+
+    @property
+    def image(self) -> np.ndarray:
+        """(H, W, 3) uint8 BGR, upright (OpenCV's BT.601 conversion of the planes, made once)."""
+        if self._bgr is None:
+            self._bgr = self[:, :]
+        return self._bgr
+
+    def __getitem__(self, window: tuple[slice, slice]) -> np.ndarray:
+        """``frame[y0:y1, x0:x1]``: that region of :attr:`image`, converting only the region when the picture
+        has not been made (bit-identical: OpenCV's I420 conversion reads each 2x2 block's own chroma)."""
+        rows, cols = window
+        h, w = self.shape
+        y0, y1, _ = rows.indices(h)
+        x0, x1, _ = cols.indices(w)
+        if self._bgr is not None:
+            return self._bgr[y0:y1, x0:x1]
+        if y1 <= y0 or x1 <= x0:
+            return np.zeros((max(0, y1 - y0), max(0, x1 - x0), 3), np.uint8)
+        import cv2
+
+        ey0, ex0 = y0 - y0 % 2, x0 - x0 % 2  # the enclosing even-aligned region
+        ey1, ex1 = min(h, y1 + y1 % 2), min(w, x1 + x1 % 2)
+        rh, rw = ey1 - ey0, ex1 - ex0
+        i420 = np.empty((rh * 3 // 2, rw), np.uint8)
+        i420[:rh] = self._plane(0)[ey0:ey1, ex0:ex1]
+        flat = i420.reshape(-1)
+        quarter = rh * rw // 4
+        flat[rh * rw : rh * rw + quarter] = self._plane(1)[ey0 // 2 : ey1 // 2, ex0 // 2 : ex1 // 2].reshape(-1)
+        flat[rh * rw + quarter :] = self._plane(2)[ey0 // 2 : ey1 // 2, ex0 // 2 : ex1 // 2].reshape(-1)
+        bgr = cv2.cvtColor(i420, cv2.COLOR_YUV2BGR_I420)
+        return bgr[y0 - ey0 : y1 - ey0, x0 - ex0 : x1 - ex0]
+
+    def luma(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """The grey picture without converting the frame: (H, W) uint8 plane and the table that maps it to
+        full-range grey (``table[plane]``; None when the plane already is full-range grey). Callers map only
+        the pixels they keep (a mouth region, a thumbnail), so a frame costs no full-size conversion."""
+        if self._frame is not None:
+            return self._plane(0), LUMA_TO_GREY
+        if self._grey is None:
+            import cv2
+
+            self._grey = cv2.cvtColor(self._bgr, cv2.COLOR_BGR2GRAY)
+        return self._grey, None
 
 
 def _upright(img: np.ndarray, rotation: int) -> np.ndarray:
@@ -218,14 +293,20 @@ def _upright(img: np.ndarray, rotation: int) -> np.ndarray:
 
 def iter_grid_frames(path: str | Path, rotation: int = 0, fps: int = GRID_FPS,
                      max_width: int | None = None) -> Iterator[GridFrame]:
-    """Decode the first video stream once onto the ``fps`` grid by timestamp, upright, BGR.
+    """Decode the first video stream once onto the ``fps`` grid by timestamp, upright.
 
     ``max_width`` downscales wider frames during decoding (in swscale), keeping the aspect ratio.
-    Only frames that land on the grid are converted to RGB; the others are only decoded. A decoding
-    error part-way (a truncated file) ends the stream early with a warning instead of failing.
+    Only frames that land on the grid are handed over (as the decoder's planes; see :class:`GridFrame`),
+    the others are only decoded. A decoding error part-way (a truncated file) ends the stream early with a
+    warning instead of failing.
     """
-    for k, image in decode_on_grid(path, fps, "bgr24", max_width=max_width, tolerate_errors=True):
-        yield GridFrame(k, _upright(image, rotation))
+    for k, decoded in decode_on_grid(path, fps, "yuv420p", max_width=max_width, tolerate_errors=True):
+        if isinstance(decoded, np.ndarray):
+            yield GridFrame(k, _upright(decoded, rotation))
+        elif rotation:
+            yield GridFrame(k, _upright(GridFrame(k, frame=decoded).image, rotation))
+        else:
+            yield GridFrame(k, frame=decoded)
 
 
 def prefetch(items: Iterator, depth: int = 8) -> Iterator:

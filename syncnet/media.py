@@ -99,12 +99,17 @@ def resample_times(times: Iterator[Fraction], fps: int = FPS) -> Iterator[tuple[
 
 
 def decode_on_grid(path: str | Path, fps: int = FPS, fmt: str = "bgr24", size: tuple[int, int] | None = None,
-                   max_width: int | None = None, tolerate_errors: bool = False) -> Iterator[tuple[int, np.ndarray]]:
+                   max_width: int | None = None,
+                   tolerate_errors: bool = False) -> Iterator[tuple[int, np.ndarray | av.VideoFrame]]:
     """The one grid decoder: frames of the first video stream resampled to ``fps`` by timestamp.
 
     Yields ``(grid_index, (H, W, 3) uint8 array)``; only frames that land on the grid are converted, the
     others are only decoded. ``size`` (width, height) or ``max_width`` (wider frames downscaled, aspect kept)
     scale during decoding, in FFmpeg's swscale, which is cheaper than scaling afterwards.
+    ``fmt="yuv420p"`` hands over the decoded ``av.VideoFrame`` itself in that layout: no conversion and no
+    copy for H.264 and most other video (the caller reads the planes it needs; FFmpeg reuses the buffers once
+    released, so memory is not touched afresh per frame); that layout needs even sizes, so an odd-sized video
+    comes as a ``bgr24`` array instead (tell them apart by type).
     ``tolerate_errors``: a decoding error part-way (a truncated file) ends the stream early with a warning
     instead of raising. Raises :class:`MediaError` when there is no video stream.
     """
@@ -119,6 +124,11 @@ def decode_on_grid(path: str | Path, fps: int = FPS, fmt: str = "bgr24", size: t
             kwargs.update(width=size[0], height=size[1])
         elif max_width and cc.width and cc.width > max_width:
             kwargs.update(width=max_width, height=int(round(cc.height * max_width / cc.width / 2)) * 2)
+        as_frame = fmt == "yuv420p"
+        if as_frame:
+            out_w, out_h = kwargs.get("width", cc.width), kwargs.get("height", cc.height)
+            if not out_w or not out_h or out_w % 2 or out_h % 2:
+                kwargs["format"], as_frame = "bgr24", False
 
         held: list = []  # the decoded frames not yet emitted: at most two live at once
 
@@ -137,7 +147,7 @@ def decode_on_grid(path: str | Path, fps: int = FPS, fmt: str = "bgr24", size: t
             while base < src:
                 held.pop(0)
                 base += 1
-            yield k, held[0].to_ndarray(**kwargs)
+            yield k, held[0].reformat(**kwargs) if as_frame else held[0].to_ndarray(**kwargs)
 
 
 def iter_video_frames(path: str | Path, fps: int = FPS, fmt: str = "bgr24",

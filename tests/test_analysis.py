@@ -93,6 +93,26 @@ def test_keep_plan_bounds_crops_and_prefers_speech():
     assert keep_plan(audio, 400, max_kept=500).all()
 
 
+def test_kept_crops_of_a_long_clip_are_whole_syncnet_blocks():
+    """Past 80 s only chosen segments keep SyncNet crops: each must hold a whole block (50 windows read 55
+    frames), or SyncNet has nothing to score on a long clip."""
+    from pipeline.analysis import MAX_KEPT_FRAMES, FaceTrack
+    from pipeline.engines import SyncNetEngine
+    from syncnet.constants import SAMPLES_PER_FRAME
+
+    n = 4000  # 160 s
+    rng = np.random.default_rng(1)
+    talking = np.repeat(rng.random(n) > 0.3, SAMPLES_PER_FRAME)
+    audio = (rng.integers(-3000, 3000, n * SAMPLES_PER_FRAME) * talking).astype(np.int16)
+    keep = keep_plan(audio, n)
+    assert keep.sum() <= MAX_KEPT_FRAMES
+    track = FaceTrack(id=0, scene=0, start=0, points=np.zeros((n, 5)), mouth_crops=np.zeros((n, 64, 96), np.uint8),
+                      face_crops={int(f): None for f in np.flatnonzero(keep)})
+    analysis = type("A", (), {"audio": audio})()
+    blocks = SyncNetEngine(None)._candidate_blocks(analysis, track)
+    assert len(blocks) >= MAX_KEPT_FRAMES // 55 - 1  # every kept segment is a block
+
+
 @pytest.mark.parametrize("rotation", [90, -90, 180])
 def test_rotation_metadata_is_applied_like_ffmpeg(tmp_path, rotation):
     """Frames come out as FFmpeg's own command line displays them (autorotate is its default)."""
@@ -130,3 +150,66 @@ def test_portrait_phone_video_faces_found_upright(tmp_path, example_avi):
     sideways = [len(det(gf.image)) for gf in iter_grid_frames(path, 0) if gf.index % 10 == 0]
     assert sum(sideways) < len(sideways)
     assert found and all(n == 1 for n in found)
+
+
+def test_grid_frames_come_as_planes_and_convert_like_ffmpeg(fixtures_dir):
+    """The analysis decoder hands over FFmpeg's own I420 planes; the colour picture made from them on demand
+    is FFmpeg's BGR within rounding, and the grey read off the luma plane is OpenCV's grey of that picture."""
+    import cv2
+
+    from pipeline.media import iter_grid_frames
+    from syncnet.media import decode_on_grid
+
+    path = fixtures_dir / "w2l_input2.mp4"
+    ours = iter_grid_frames(path)
+    theirs = decode_on_grid(path, 25, "bgr24")
+    for _ in range(3):
+        gf, (k, bgr) = next(ours), next(theirs)
+        assert gf.index == k and gf.shape == bgr.shape[:2] == (720, 1280)
+        plane, table = gf.luma()
+        assert table is not None and plane.shape == (720, 1280)  # planes, not a converted picture
+        assert np.abs(gf.image.astype(int) - bgr.astype(int)).mean() < 2.0
+        grey = table[plane].astype(int)
+        assert np.abs(grey - cv2.cvtColor(gf.image, cv2.COLOR_BGR2GRAY)).mean() < 0.5
+        assert np.abs(grey - cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)).mean() < 2.0
+
+
+def test_odd_sized_video_decodes_as_bgr(tmp_path):
+    """I420 needs even sizes: an odd-sized video comes as a BGR picture, and the grey is OpenCV's."""
+    import cv2
+
+    from pipeline.media import iter_grid_frames
+
+    img = np.zeros((63, 95, 3), np.uint8)
+    img[10:30, 20:50] = (40, 180, 220)
+    path = tmp_path / "odd.mkv"
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("ffv1", rate=25)
+        vs.width, vs.height, vs.pix_fmt = 95, 63, "bgr0"
+        for _ in range(3):
+            for p in vs.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
+                out.mux(p)
+        for p in vs.encode():
+            out.mux(p)
+    gf = next(iter_grid_frames(path))
+    plane, table = gf.luma()
+    assert gf.shape == (63, 95) and table is None
+    assert np.array_equal(gf.image, img)  # lossless: the very pixels
+    assert np.array_equal(plane, cv2.cvtColor(img, cv2.COLOR_BGR2GRAY))
+
+
+def test_a_region_converts_exactly_as_the_whole_picture(fixtures_dir):
+    """SyncNet crops read only their region of a frame: converting just that region (odd edges, one pixel,
+    past the frame's edge) gives the very pixels of the whole converted picture, and the same crop."""
+    from pipeline.media import iter_grid_frames
+    from pipeline.tracking import cut_face_crop
+
+    windows = [(101, 421, 299, 701), (1, 2, 3, 4), (700, 900, 1270, 1400), (0, 720, 0, 1280)]
+    gf = next(iter_grid_frames(fixtures_dir / "w2l_input2.mp4"))
+    parts = [gf[y0:y1, x0:x1] for y0, y1, x0, x1 in windows]
+    crop = cut_face_crop(gf, 640, 300, 150)
+    assert gf._bgr is None  # nothing but the regions was converted
+    picture = gf.image
+    for part, (y0, y1, x0, x1) in zip(parts, windows):
+        assert part.shape == picture[y0:y1, x0:x1].shape and np.array_equal(part, picture[y0:y1, x0:x1])
+    assert np.array_equal(crop, cut_face_crop(picture, 640, 300, 150))

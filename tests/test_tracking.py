@@ -131,3 +131,32 @@ def test_smoothed_point_matches_the_whole_track_version():
     whole = smoothed_points(tp)
     for k in range(12):
         np.testing.assert_allclose(smoothed_point(tp, k), whole[k])
+
+
+def test_detector_model_is_kept_between_runs(tmp_path, example_avi):
+    """The dynamic-size model is made once (that needs onnx, a second to import) and read back after:
+    a fresh process with the cache warm never imports onnx, and detects the same face; a damaged file
+    is noticed and made again."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from pipeline.faces import _model_bytes
+
+    cache = tmp_path / "models"
+    made = _model_bytes(cache)
+    files = list(cache.glob("centerface-*.onnx"))
+    assert len(files) == 1 and files[0].read_bytes() == made
+    assert _model_bytes(cache) == made
+    script = ("import sys, numpy as np; from pipeline.faces import FaceDetector; "
+              "from syncnet.media import iter_video_frames; "
+              f"f = next(iter(iter_video_frames({str(example_avi)!r})));"
+              "d = FaceDetector()(f); print(len(d), 'onnx' in sys.modules)")
+    env = {**os.environ, "SYNCFIX_MODEL_CACHE": str(cache)}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                         cwd=Path(__file__).parent.parent, check=True).stdout.split()
+    assert out == ["1", "False"]
+    files[0].write_bytes(made[:-10] + b"0123456789")  # damaged, same name
+    assert _model_bytes(cache) == made
+    assert files[0].read_bytes() == made
