@@ -13,7 +13,7 @@ import bisect
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from syncnet.media import load_audio
 
 from .faces import FaceDetector
 from .heap import decoding_heap
-from .media import GRID_FPS, MediaInfo, iter_grid_frames, prefetch, probe
+from .media import GRID_FPS, GridFrame, MediaInfo, iter_grid_frames, prefetch, probe
 from .tracking import (
     MAX_GAP,
     Tracker,
@@ -247,7 +247,6 @@ def _analyse(path: str | Path, info: MediaInfo | None, *, stride: int, max_kept:
     buffer: deque = deque()
     lag = MAX_GAP + 2 * stride
     cuts: list[int] = []
-    prev_thumb: np.ndarray | None = None
     last_det = -(10**9)
     stills: list[tuple[set[int], Still]] = []  # (tracks seen in it, still)
     n = 0
@@ -274,25 +273,38 @@ def _analyse(path: str | Path, info: MediaInfo | None, *, stride: int, max_kept:
                     acc.faces[gf.index] = cut_face_crop(gf, x, y, s)
         t_crop += time.perf_counter() - tc
 
+    def planned() -> Iterator[tuple[GridFrame, bool, tuple | None]]:
+        """On the decoding thread: each frame, whether a scene cut starts there, and for the frames to be
+        detected (every ``stride``-th, and the first after a cut) the detector's input, made there."""
+        prev_thumb: np.ndarray | None = None
+        last = -(10**9)
+        for gf in iter_grid_frames(path, info.video.rotation or 0, max_width=DECODE_MAX_WIDTH):
+            plane, table = gf.luma()
+            thumb = plane[:: max(1, plane.shape[0] // 18), :: max(1, plane.shape[1] // 32)]
+            thumb = (table[thumb] if table is not None else thumb).astype(np.int16)
+            cut = (prev_thumb is not None and thumb.shape == prev_thumb.shape
+                   and float(np.abs(thumb - prev_thumb).mean()) > CUT_THRESHOLD)
+            prev_thumb = thumb
+            if cut:
+                last = -(10**9)
+            prepared = None
+            if gf.index - last >= stride:
+                prepared = det.prepare(gf.image)
+                last = gf.index
+            yield gf, cut, prepared
+
     t = time.perf_counter()
     truncated = False
-    for gf in prefetch(iter_grid_frames(path, info.video.rotation or 0, max_width=DECODE_MAX_WIDTH)):
+    for gf, cut, prepared in prefetch(planned()):
         n = gf.index + 1
-        plane, table = gf.luma()
-        thumb = plane[:: max(1, plane.shape[0] // 18), :: max(1, plane.shape[1] // 32)]
-        thumb = (table[thumb] if table is not None else thumb).astype(np.int16)
-        if prev_thumb is not None and thumb.shape == prev_thumb.shape:
-            change = float(np.abs(thumb - prev_thumb).mean())
-            if change > CUT_THRESHOLD:
-                cuts.append(gf.index)
-                finalise(gf.index - 1)  # every earlier frame belongs to the closed scene
-                tracker.cut()
-                last_det = -(10**9)
-        prev_thumb = thumb
+        if cut:
+            cuts.append(gf.index)
+            finalise(gf.index - 1)  # every earlier frame belongs to the closed scene
+            tracker.cut()
         buffer.append(gf)
-        if gf.index - last_det >= stride:
+        if prepared is not None:
             td = time.perf_counter()
-            tracker.update(gf.index, det(gf.image))
+            tracker.update(gf.index, det.detect(prepared))
             t_detect += time.perf_counter() - td
             keep_still(stills, {t.id for t in tracker.open if t.last_frame == gf.index}, gf.image, gf.index,
                        tracker.scene)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -310,22 +311,18 @@ class CCAEngine:
         return False
 
     @staticmethod
-    def _halves_z(prep: CCAPrepared, feats: np.ndarray, steps: np.ndarray, lags: np.ndarray, peak_ms: float,
-                  lo: int = 0, hi: int | None = None, sparse: bool = False) -> float:
-        """How well each half of the stretch ``lo:hi`` of the track's features, on its own, supports its
-        peak (at ``peak_ms``): the smaller of the two halves' peak z at that lag (within 20 ms). A chance peak
-        of mismatched audio is rarely shared by two independent stretches of video; a real one is. ``steps``
-        and ``lags`` are the whole search; ``sparse``: the halves' curves at every 4th of them and every one
-        near the peak.
-        """
-        hi = len(prep.features) if hi is None else hi
+    def _half_curves(prep: CCAPrepared, feats: np.ndarray, steps: np.ndarray, lags: np.ndarray, lo: int, hi: int,
+                     peak_ms: float | None = None) -> list[tuple[np.ndarray, np.ndarray]] | None:
+        """Each half of the stretch ``lo:hi`` of the track's features on its own: its damped lag curve and the
+        lags it is read at; None when a half is too short or has no overlap with the sound. ``peak_ms``: read
+        every 4th lag and every one near it (a timeline segment); None: every lag."""
         half = (hi - lo) // 2
         if half < MIN_HALF_FRAMES:
-            return 0.0
-        zs = []
+            return None
+        out = []
         for a, b in ((lo, lo + half), (lo + half, hi)):
             start, part = audio_around(feats, prep.track.start + a, b - a, int(np.abs(steps).max()))
-            if sparse:
+            if peak_ms is not None:
                 near = np.flatnonzero(np.abs(lags - peak_ms) <= HALF_AGREE_MS)
                 idx = np.union1d(np.arange(0, len(steps), COARSE_STRIDE), near)
                 raw, cnt = lag_curve(prep.features[a:b], start, part, steps[idx])
@@ -334,28 +331,42 @@ class CCAEngine:
                 raw, cnt = lag_curve(prep.features[a:b], start, part, steps)
                 at_lags = lags
             if not np.isfinite(raw).any():
-                return 0.0
-            curve = damped(raw, cnt, b - a)
-            zs.append(peak_z(curve, at_lags, best_near(curve, at_lags, peak_ms, HALF_AGREE_MS)))
-        return float(min(zs))
+                return None
+            out.append((damped(raw, cnt, b - a), at_lags))
+        return out
 
-    def _model_z(self, prep: CCAPrepared, model_audio: np.ndarray, steps: np.ndarray, lags: np.ndarray,
-                 best: int, lo: int, hi: int) -> float:
-        """How strongly the learned lip model's own lag curve peaks near the per-clip peak (its z there)."""
-        if prep.model_features is None:
+    @staticmethod
+    def _halves_z(curves: list[tuple[np.ndarray, np.ndarray]] | None, peak_ms: float) -> float:
+        """How well each half of the stretch, on its own, supports the peak at ``peak_ms``: the smaller of the
+        two halves' peak z at that lag (within 20 ms). A chance peak of mismatched audio is rarely shared by
+        two independent stretches of video; a real one is."""
+        if curves is None:
             return 0.0
+        return float(min(peak_z(c, at, best_near(c, at, peak_ms, HALF_AGREE_MS)) for c, at in curves))
+
+    def _model_curve(self, prep: CCAPrepared, model_audio: np.ndarray, steps: np.ndarray, lo: int,
+                     hi: int) -> np.ndarray | None:
+        """The learned lip model's own damped lag curve over the stretch (None: no model or no overlap)."""
+        if prep.model_features is None:
+            return None
         start, part = audio_around(model_audio, prep.track.start + lo, hi - lo, int(np.abs(steps).max()))
         x = prep.model_features[lo:hi]
         mom = lag_moments(x, start, part, steps)
         if mom is None:
-            return 0.0
+            return None
         ok = scored_lags(mom.cnt, len(x))
         if not ok.any():
-            return 0.0
+            return None
         raw = np.full(len(steps), np.nan)
         raw[ok] = projected_curve(self.lip_model, mom, ok)
-        curve = damped(raw, mom.cnt, len(x))
-        return peak_z(curve, lags, best_near(curve, lags, lags[best], SUPPORT_WINDOW_MS))
+        return damped(raw, mom.cnt, len(x))
+
+    @staticmethod
+    def _model_z(curve: np.ndarray | None, lags: np.ndarray, peak_ms: float) -> float:
+        """How strongly the learned lip model's curve peaks near the per-clip peak (its z there)."""
+        if curve is None:
+            return 0.0
+        return peak_z(curve, lags, best_near(curve, lags, peak_ms, SUPPORT_WINDOW_MS))
 
     def _features_at(self, prep: CCAPrepared, shift_ms: float) -> tuple[np.ndarray, np.ndarray]:
         """The audio features, and the lip model's projection of them, with the audio moved earlier by
@@ -393,7 +404,12 @@ class CCAEngine:
         feats, model_audio = self._features_at(prep, shift_ms)
         n = hi - lo
         if whole:  # every lag: the whole track's curve is what is reported and plotted
-            raw, cnt = lag_curve(prep.features, prep.track.start, feats, steps)
+            # the halves' and the model's curves do not depend on the peak here: read them beside it
+            with ThreadPoolExecutor(2, thread_name_prefix="cca") as pool:
+                halves = pool.submit(self._half_curves, prep, feats, steps, lags, lo, hi)
+                model = pool.submit(self._model_curve, prep, model_audio, steps, lo, hi)
+                raw, cnt = lag_curve(prep.features, prep.track.start, feats, steps)
+                half_curves, model_curve = halves.result(), model.result()
         else:  # a stretch (a timeline segment): every 4th lag and every lag near the best
             start, part = audio_around(feats, prep.track.start + lo, n, int(np.abs(steps).max()))
             idx, raw, cnt = sparse_lag_curve(prep.features[lo:hi], start, part, steps)
@@ -406,8 +422,11 @@ class CCAEngine:
         best = int(np.argmax(curve))
         lag = float(lags[best]) + parabolic_peak(curve, best, LAG_STEP_MS)
         z = peak_z(curve, lags, best)
-        z_half = self._halves_z(prep, feats, all_steps, all_lags, float(lags[best]), lo, hi, sparse=not whole)
-        z_model = self._model_z(prep, model_audio, steps, lags, best, lo, hi)
+        if not whole:
+            half_curves = self._half_curves(prep, feats, all_steps, all_lags, lo, hi, float(lags[best]))
+            model_curve = self._model_curve(prep, model_audio, steps, lo, hi)
+        z_half = self._halves_z(half_curves, float(lags[best]))
+        z_model = self._model_z(model_curve, lags, float(lags[best]))
         p = float(self.calibration.p_correct(z, n + 1, z_half, z_model))
         confident = z >= self.min_confidence if self.min_confidence is not None else p >= self.calibration.threshold
         extra: dict = {"z": round(z, 3), "z_halves": round(z_half, 3), "z_model": round(z_model, 3),

@@ -191,6 +191,14 @@ class FaceDetector:
         self.threshold = threshold
 
     def __call__(self, bgr: np.ndarray) -> list[Detection]:
+        return self.detect(self.prepare(bgr))
+
+    def prepare(self, bgr: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
+        """The network's input for a BGR frame (downsized RGB planes) and the scale back to the frame.
+
+        Apart from :meth:`detect` so that another thread can make it (the analysis does it on the decoding
+        thread, off the critical path): OpenCV and NumPy only, no shared state.
+        """
         import cv2
 
         h, w = bgr.shape[:2]
@@ -199,8 +207,13 @@ class FaceDetector:
         nh = int(np.ceil(h * scale / 32) * 32)
         small = cv2.resize(bgr, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
         blob = np.ascontiguousarray(small[:, :, ::-1].transpose(2, 0, 1)[None], dtype=np.float32)  # RGB
+        return blob, (w / nw, h / nh)
+
+    def detect(self, prepared: tuple[np.ndarray, tuple[float, float]]) -> list[Detection]:
+        """Run the network on what :meth:`prepare` made; boxes in the frame's pixels."""
+        blob, back = prepared
         heat, size, offset, lms = self.session.run(None, {"input.1": blob})
-        return self._decode(heat[0, 0], size[0], offset[0], lms[0], (w / nw, h / nh))
+        return self._decode(heat[0, 0], size[0], offset[0], lms[0], back)
 
     def _decode(self, heat: np.ndarray, size: np.ndarray, offset: np.ndarray, lms: np.ndarray,
                 back: tuple[float, float]) -> list[Detection]:
