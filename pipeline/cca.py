@@ -72,6 +72,10 @@ SPAN_SEARCH_MS = 1500.0
 #: Ridge on both covariances, as a share of their mean variance: strong shrinkage, which keeps chance
 #: correlations of 21 x 19 features over a few seconds down (chosen on the dev set: 0.1, 0.3, 1, 3 tried).
 RIDGE = 1.0
+#: Up to this many frames of track (3 min), the whole track's halves and lip-model curves are read on threads
+#: beside its own curve; beyond, their FFT buffers at once cost more memory than the time saved is worth
+#: (10 min of 720p: peak RSS 755 -> 1017 MB for 68 s instead of ~70).
+BESIDE_MAX_FRAMES = 3 * 60 * GRID_FPS
 #: Short reads (timeline segments and their halves) score every 4th lag (20 ms) and every lag near the best.
 COARSE_STRIDE = 4
 #: An estimate counts as correct within this (the calibration's target).
@@ -403,13 +407,17 @@ class CCAEngine:
         all_steps = steps
         feats, model_audio = self._features_at(prep, shift_ms)
         n = hi - lo
-        if whole:  # every lag: the whole track's curve is what is reported and plotted
+        if whole and n <= BESIDE_MAX_FRAMES:  # every lag: the whole track's curve is reported and plotted
             # the halves' and the model's curves do not depend on the peak here: read them beside it
             with ThreadPoolExecutor(2, thread_name_prefix="cca") as pool:
                 halves = pool.submit(self._half_curves, prep, feats, steps, lags, lo, hi)
                 model = pool.submit(self._model_curve, prep, model_audio, steps, lo, hi)
                 raw, cnt = lag_curve(prep.features, prep.track.start, feats, steps)
                 half_curves, model_curve = halves.result(), model.result()
+        elif whole:
+            raw, cnt = lag_curve(prep.features, prep.track.start, feats, steps)
+            half_curves = self._half_curves(prep, feats, steps, lags, lo, hi)
+            model_curve = self._model_curve(prep, model_audio, steps, lo, hi)
         else:  # a stretch (a timeline segment): every 4th lag and every lag near the best
             start, part = audio_around(feats, prep.track.start + lo, n, int(np.abs(steps).max()))
             idx, raw, cnt = sparse_lag_curve(prep.features[lo:hi], start, part, steps)
