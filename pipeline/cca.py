@@ -74,7 +74,7 @@ SPAN_SEARCH_MS = 1500.0
 RIDGE = 1.0
 #: Up to this many frames of track (3 min), the whole track's halves and lip-model curves are read on threads
 #: beside its own curve; beyond, their FFT buffers at once cost more memory than the time saved is worth
-#: (10 min of 720p: peak RSS 755 -> 1017 MB for 68 s instead of ~70).
+#: (10 min of 720p: peak RSS 786 -> 1017 MB to save 3 s of 13 s of scoring).
 BESIDE_MAX_FRAMES = 3 * 60 * GRID_FPS
 #: Short reads (timeline segments and their halves) score every 4th lag (20 ms) and every lag near the best.
 COARSE_STRIDE = 4

@@ -2,10 +2,11 @@
 
 The two phases of a measurement want opposite things of ``malloc``:
 
-* Decoding allocates a multi-MB frame per grid frame while small crops are kept between them. glibc raises
-  its mmap threshold after the first freed multi-MB block; from then on frames come from the heap, the kept
-  crops pin it, and RSS grows by about a frame per frame (3.4 GB on a 70 s 720p clip). A fixed 128 KiB
-  threshold keeps it flat (0.7 GB): every frame is mapped and unmapped.
+* Decoding allocates short-lived multi-MB blocks (colour pictures for detection, the regions SyncNet's crops
+  are cut from; every frame, when frames were converted to BGR arrays) while small crops are kept between
+  them. glibc raises its mmap threshold after the first freed multi-MB block; from then on those blocks come
+  from the heap, the kept crops pin it, and RSS grew by about a frame per frame (3.4 GB on a 70 s 720p clip).
+  A fixed 128 KiB threshold keeps it flat (0.7 GB): every such block is mapped and unmapped.
 * The engines' maths makes many short-lived temporaries of 0.1-10 MB (FFT cross-correlations, prefix sums).
   Mapped and unmapped one by one, each costs fresh zeroed pages: 1.4 M page faults, and scoring a minute took
   8.1 s instead of 2.8 s. From the heap, they are reused.
