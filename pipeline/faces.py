@@ -139,13 +139,14 @@ def _session(threads: int, device: str = "cpu"):
             opts.inter_op_num_threads = 1
             opts.log_severity_level = 3
             providers = detection_providers(device, ort.get_available_providers())
+            model = _model_bytes()
             try:
-                session = ort.InferenceSession(_model_bytes(), opts, providers=providers)
+                session = ort.InferenceSession(model, opts, providers=providers)
             except Exception as exc:  # noqa: BLE001 - a GPU provider failing to start: the CPU still works
                 if providers == [CPU]:
                     raise
                 log.warning("face detection could not start on %s (%s): running on the CPU", providers[0], exc)
-                session = ort.InferenceSession(_model_bytes(), opts, providers=[CPU])
+                session = ort.InferenceSession(model, opts, providers=[CPU])
             log.info("face detection runs on %s", session.get_providers()[0])
             _sessions[key] = session
         return _sessions[key]
