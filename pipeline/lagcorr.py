@@ -145,7 +145,9 @@ def lag_moments(x: np.ndarray, start: int, feats: np.ndarray, lag_steps: np.ndar
     syy = syy.reshape(-1, q, q)
 
     reach = int(np.abs(lags).max()) + STEPS_PER_FRAME
-    nfft = 1 << int(math.ceil(math.log2(2 * (max(k0 + STEPS_PER_FRAME * n, m) + reach))))
+    # circular correlation: no product wraps onto a lag within +/-reach once the length covers the longer
+    # stream plus the reach (twice that, as before, only cost FFT time)
+    nfft = 1 << int(math.ceil(math.log2(max(k0 + STEPS_PER_FRAME * n, m) + reach)))
     xu = np.zeros((nfft, p))
     xu[k0 + STEPS_PER_FRAME * np.arange(n)] = x
     fb = np.fft.rfft(np.concatenate([b, np.zeros((nfft - m, q))]), axis=0)

