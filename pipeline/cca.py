@@ -51,7 +51,9 @@ from .lipmodel import (
     SUPPORT_WINDOW_MS,
     LipModel,
     load_lip_model,
+    mouth_flow,
     mouth_profile,
+    mouth_shape_velocity,
     projected_curve,
     visual_inputs,
 )
@@ -70,7 +72,7 @@ MIN_SEARCH_MS = 3000.0
 #: is from the whole clip's). A lag that wanders further within one clip is not followed.
 SPAN_SEARCH_MS = 1500.0
 #: Ridge on both covariances, as a share of their mean variance: strong shrinkage, which keeps chance
-#: correlations of 21 x 19 features over a few seconds down (chosen on the dev set: 0.1, 0.3, 1, 3 tried).
+#: correlations of 28 x 19 features over a few seconds down (chosen on the dev set: 0.1, 0.3, 1, 3 tried).
 RIDGE = 1.0
 #: Up to this many frames of track (3 min), the whole track's halves and lip-model curves are read on threads
 #: beside its own curve; beyond, their FFT buffers at once cost more memory than the time saved is worth
@@ -121,9 +123,11 @@ def mouth_profile_velocity(crops: np.ndarray) -> np.ndarray:
     return np.diff(mouth_profile(crops), axis=0)
 
 
-def visual_features(crops: np.ndarray) -> np.ndarray:
-    """The engine's mouth-motion features at frame midpoints: PCA and profile velocity, high-passed. (n-1, 21)."""
-    parts = (mouth_pca_velocity(crops), mouth_profile_velocity(crops))
+def visual_features(crops: np.ndarray, flow: np.ndarray | None = None) -> np.ndarray:
+    """The engine's mouth-motion features at frame midpoints: PCA and profile velocity and the mouth's optical
+    flow (:func:`pipeline.lipmodel.mouth_flow`; given, or computed here), high-passed. (n-1, 28)."""
+    flow = mouth_flow(crops) if flow is None else flow
+    parts = (mouth_pca_velocity(crops), mouth_profile_velocity(crops), flow)
     return np.concatenate([highpass(v, GRID_FPS, CLIP_Z) for v in parts], axis=1)
 
 
@@ -279,7 +283,7 @@ def load_calibration(path: Path = CALIBRATION_FILE) -> Calibration:
 class CCAPrepared:
     track: FaceTrack
     audio: np.ndarray
-    features: np.ndarray  #: (n-1, 21) mouth-motion features at frame midpoints
+    features: np.ndarray  #: (n-1, 28) mouth-motion features at frame midpoints
     #: (n-1, k) the learned lip model's projection of the same frames (None: no model)
     model_features: np.ndarray | None = None
     cache: dict = field(default_factory=dict)
@@ -308,8 +312,12 @@ class CCAEngine:
 
     def prepare(self, analysis: Analysis, track: FaceTrack) -> CCAPrepared:
         crops = track.mouth_crops
-        return CCAPrepared(track=track, audio=analysis.audio, features=visual_features(crops),
-                           model_features=self.lip_model.project_visual(visual_inputs(crops)))
+        with ThreadPoolExecutor(1, thread_name_prefix="flow") as pool:  # OpenCV's flow releases the GIL
+            flow = pool.submit(mouth_flow, crops)
+            shape = mouth_shape_velocity(crops)
+            flow = flow.result()
+        return CCAPrepared(track=track, audio=analysis.audio, features=visual_features(crops, flow),
+                           model_features=self.lip_model.project_visual(visual_inputs(crops, flow, shape)))
 
     def extend(self, prepared: CCAPrepared, estimate: Estimate | None = None) -> bool:
         return False

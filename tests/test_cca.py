@@ -194,6 +194,38 @@ def test_p_correct_is_in_every_estimate_of_the_json(capsys, fixtures_dir):
 
 # ----------------------------------------------------------------------------------------- building blocks
 
+def test_mouth_flow_follows_the_lips_parting_and_closing():
+    """A synthetic 96x64 mouth (a dark gap between two lips) opening and closing at 2 Hz, on a textured
+    face: the flow's bottom-minus-top motion follows the opening's velocity, the vertical motion of the top
+    third goes up while the bottom third goes down, and a still mouth moving sideways reads no opening."""
+    import cv2
+
+    from pipeline.lipmodel import mouth_flow
+
+    rng = np.random.default_rng(0)
+    skin = cv2.GaussianBlur(rng.uniform(90, 170, (64, 96)).astype(np.float32), (7, 7), 0)
+    t = np.arange(60) / 25.0
+    gap = 6 + 5 * np.sin(2 * np.pi * 2 * t)  # the opening, px
+
+    def mouth(g: float, dx: float = 0.0) -> np.ndarray:
+        img = np.roll(skin, int(round(dx)), axis=1).copy()
+        top, bottom = 32 - g / 2, 32 + g / 2
+        for y in range(64):  # lips: 6 px bands above and below the gap, the gap dark
+            if top <= y < bottom:
+                img[y, 24:72] = 20
+            elif top - 6 <= y < top or bottom <= y < bottom + 6:
+                img[y, 24:72] = 120 + 3 * ((y * 7) % 11)
+        return np.clip(img, 0, 255).astype(np.uint8)
+
+    flow = mouth_flow(np.stack([mouth(g) for g in gap]))
+    assert flow.shape == (59, 7)
+    opening = np.diff(gap)
+    assert np.corrcoef(flow[:, 3], opening)[0, 1] > 0.8  # bottom minus top: the lips parting
+    assert np.corrcoef(flow[:, 0], opening)[0, 1] < -0.5 and np.corrcoef(flow[:, 2], opening)[0, 1] > 0.5
+    sideways = mouth_flow(np.stack([mouth(6.0, dx) for dx in np.linspace(0, 8, 20)]))
+    assert np.abs(sideways[:, 3]).max() < 0.1 * np.abs(flow[:, 3]).max()
+
+
 def test_canonical_correlation_finds_a_planted_relation():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((500, 4))

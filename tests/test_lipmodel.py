@@ -18,7 +18,9 @@ from pipeline.lipmodel import (
     audio_inputs,
     fit_lip_model,
     load_lip_model,
+    mouth_flow,
     mouth_shape,
+    mouth_shape_velocity,
     paired_rows,
     projected_curve,
     visual_inputs,
@@ -30,7 +32,10 @@ def test_the_shipped_model_is_small_and_fits_the_inputs():
     m = load_lip_model()
     assert MODEL_FILE.stat().st_size < 64 * 1024
     crops = np.random.default_rng(0).integers(0, 255, (30, 64, 96), dtype=np.uint8)
-    assert visual_inputs(crops).shape == (29, mouth_shape(crops).shape[1] * len(VISUAL_CONTEXT))
+    width = mouth_shape(crops).shape[1] + mouth_flow(crops).shape[1]  # shape velocity and optical flow
+    assert visual_inputs(crops).shape == (29, width * len(VISUAL_CONTEXT))
+    flow = mouth_flow(crops)
+    assert np.array_equal(visual_inputs(crops, flow, mouth_shape_velocity(crops)), visual_inputs(crops))
     assert m.visual.shape[0] == visual_inputs(crops).shape[1]
     assert m.audio.shape[0] == audio_features(np.zeros(16000)).shape[1] * len(AUDIO_CONTEXT)
     assert m.visual.shape[1] == m.audio.shape[1] == len(m.rho)
