@@ -1,8 +1,10 @@
 """The weight-free engine (``cca``): canonical correlation of mouth motion and speech, at every lag.
 
 No SyncNet weights. From the mouth crops of a face track: the velocity of 12 PCA components and of
-a vertical intensity profile (mouth darkness and 8 row bands, which follow the lips opening); from the
-audio: the velocity of 13 MFCCs and of log energy in 5 bands. Their first canonical correlation is
+a vertical intensity profile (mouth darkness and 8 row bands, which follow the lips opening), and the
+mouth's optical flow (:func:`pipeline.lipmodel.mouth_flow`: the lips' motion itself, which brightness
+follows only as far as lighting allows); from the audio: the velocity of 13 MFCCs and of log energy in 5
+bands. Their first canonical correlation is
 computed at every lag on a 5 ms grid over +/-3 s or more, exactly and cheaply: the sums behind the
 per-lag covariances come from prefix sums and one FFT cross-correlation (:func:`lag_curve`), so a wide
 search costs little more than a narrow one (:mod:`pipeline.lagcorr`). Lags where face and sound overlap

@@ -3,16 +3,17 @@
 The per-clip canonical correlation (:mod:`pipeline.cca`) fits its projections on each clip alone, which is
 what makes it sharp on a long clip and what makes chance peaks on a short one or on mismatched audio. This
 model is the other half: one linear map fitted once, over every training clip at its published sync (a
-regularised CCA of 5 frames of mouth-shape velocity against 7 frames of speech features), so it carries
+regularised CCA of 5 frames of mouth-shape velocity and optical flow against 7 frames of speech features), so it carries
 what talking mouths and their sound have in common across speakers and nothing of the clip at hand. Alone
 it reads less sharply than the per-clip CCA; as a witness it is independent: the engine asks how strongly
 this model's own lag curve peaks near the per-clip peak (``z_model``), and the calibration weighs that with
 the rest of the evidence.
 
-The map is a small file beside this module (``lip_model.npz``, about 20 kB), reproduced from the dev set
+The map is a small file beside this module (``lip_model.npz``, about 12 kB), reproduced from the dev set
 by ``benchmarks/lipmodel_fit.py --write``; the accuracy benchmark measures every project with a map fitted
 without that project. Mouth shape here is the normalised mouth crop's lowest 2-D DCT coefficients (a fixed
-basis, the same for every clip, unlike the per-clip PCA) and its vertical intensity profile.
+basis, the same for every clip, unlike the per-clip PCA) and its vertical intensity profile; the optical
+flow (:func:`mouth_flow`) is shared with the per-clip CCA, which computes it once per track.
 """
 
 from __future__ import annotations
