@@ -4,10 +4,10 @@ No SyncNet weights. From the mouth crops of a face track: the velocity of 12 PCA
 a vertical intensity profile (mouth darkness and 8 row bands, which follow the lips opening), and the
 mouth's optical flow (:func:`pipeline.lipmodel.mouth_flow`: the lips' motion itself, which brightness
 follows only as far as lighting allows); from the audio: the velocity of 13 MFCCs and of log energy in 5
-bands. Their first canonical correlation is
-computed at every lag on a 5 ms grid over +/-3 s or more, exactly and cheaply: the sums behind the
-per-lag covariances come from prefix sums and one FFT cross-correlation (:func:`lag_curve`), so a wide
-search costs little more than a narrow one (:mod:`pipeline.lagcorr`). Lags where face and sound overlap
+bands. Their first canonical correlation is computed at every lag on a 5 ms grid over +/-3 s or more,
+exactly and cheaply: the sums behind the per-lag covariances come from prefix sums and one FFT
+cross-correlation (:func:`lag_curve`), so a wide search costs little more than a narrow one
+(:mod:`pipeline.lagcorr`). Lags where face and sound overlap
 less are damped by sqrt(overlap), because a canonical correlation over fewer samples is higher by chance.
 Two witnesses check the peak: each half of the track on its own (``z_halves``), and a small learned linear
 lip model fitted once over many speakers (:mod:`pipeline.lipmodel`, ``z_model``): a chance peak of the

@@ -3,8 +3,9 @@
 The per-clip canonical correlation (:mod:`pipeline.cca`) fits its projections on each clip alone, which is
 what makes it sharp on a long clip and what makes chance peaks on a short one or on mismatched audio. This
 model is the other half: one linear map fitted once, over every training clip at its published sync (a
-regularised CCA of 5 frames of mouth-shape velocity and optical flow against 7 frames of speech features), so it carries
-what talking mouths and their sound have in common across speakers and nothing of the clip at hand. Alone
+regularised CCA of 5 frames of mouth-shape velocity and optical flow against 7 frames of speech
+features), so it carries what talking mouths and their sound have in common across speakers and nothing
+of the clip at hand. Alone
 it reads less sharply than the per-clip CCA; as a witness it is independent: the engine asks how strongly
 this model's own lag curve peaks near the per-clip peak (``z_model``), and the calibration weighs that with
 the rest of the evidence.
