@@ -50,6 +50,7 @@ from .lagcorr import (
     scored_lags,
 )
 from .lipmodel import (
+    PROFILE_BANDS,
     SUPPORT_WINDOW_MS,
     LipModel,
     load_lip_model,
@@ -125,11 +126,15 @@ def mouth_profile_velocity(crops: np.ndarray) -> np.ndarray:
     return np.diff(mouth_profile(crops), axis=0)
 
 
-def visual_features(crops: np.ndarray, flow: np.ndarray | None = None) -> np.ndarray:
+def visual_features(crops: np.ndarray, flow: np.ndarray | None = None,
+                    profile_velocity: np.ndarray | None = None) -> np.ndarray:
     """The engine's mouth-motion features at frame midpoints: PCA and profile velocity and the mouth's optical
-    flow (:func:`pipeline.lipmodel.mouth_flow`; given, or computed here), high-passed. (n-1, 28)."""
+    flow (:func:`pipeline.lipmodel.mouth_flow`), high-passed. (n-1, 28). ``flow`` and ``profile_velocity``:
+    given when already computed (the engine takes them from what the lip model's inputs computed), else
+    computed here."""
     flow = mouth_flow(crops) if flow is None else flow
-    parts = (mouth_pca_velocity(crops), mouth_profile_velocity(crops), flow)
+    profile_velocity = mouth_profile_velocity(crops) if profile_velocity is None else profile_velocity
+    parts = (mouth_pca_velocity(crops), profile_velocity, flow)
     return np.concatenate([highpass(v, GRID_FPS, CLIP_Z) for v in parts], axis=1)
 
 
@@ -316,9 +321,10 @@ class CCAEngine:
         crops = track.mouth_crops
         with ThreadPoolExecutor(1, thread_name_prefix="flow") as pool:  # OpenCV's flow releases the GIL
             flow = pool.submit(mouth_flow, crops)
-            shape = mouth_shape_velocity(crops)
+            shape = mouth_shape_velocity(crops)  # its last columns are the profile's velocity: read once
             flow = flow.result()
-        return CCAPrepared(track=track, audio=analysis.audio, features=visual_features(crops, flow),
+        features = visual_features(crops, flow, shape[:, -(PROFILE_BANDS + 1):])
+        return CCAPrepared(track=track, audio=analysis.audio, features=features,
                            model_features=self.lip_model.project_visual(visual_inputs(crops, flow, shape)))
 
     def extend(self, prepared: CCAPrepared, estimate: Estimate | None = None) -> bool:
