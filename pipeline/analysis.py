@@ -111,16 +111,18 @@ def make_still(bgr: np.ndarray, frame: int, scene: int, max_width: int = STILL_M
                  scale=1.0 / f)
 
 
-def keep_still(stills: list[tuple[set[int], Still]], ids: set[int], bgr: np.ndarray, frame: int, scene: int,
-               max_stills: int = MAX_STILLS) -> None:
+def keep_still(stills: list[tuple[set[int], Still]], ids: set[int], bgr: np.ndarray | Callable[[], np.ndarray],
+               frame: int, scene: int, max_stills: int = MAX_STILLS) -> None:
     """Keep a still of this detection frame when it shows a face that no kept still shows: in place of a
     still of the same scene whose faces are all here too, else as a new one (up to ``max_stills``).
 
     So every face gets a picture (its first frame, or a later one with more company), at the cost of a
-    downscale on the few frames where a new face appears.
+    downscale on the few frames where a new face appears. ``bgr``: the frame, or a function that makes it
+    (the analysis converts a frame to colour only when a still is kept).
     """
     if not ids or ids <= set().union(*(seen for seen, _ in stills)):
         return
+    bgr = bgr() if callable(bgr) else bgr
     for k, (seen, st) in enumerate(stills):
         if st.scene == scene and seen <= ids:
             stills[k] = (set(ids), make_still(bgr, frame, scene))
@@ -289,7 +291,8 @@ def _analyse(path: str | Path, info: MediaInfo | None, *, stride: int, max_kept:
                 last = -(10**9)
             prepared = None
             if gf.index - last >= stride:
-                prepared = det.prepare(gf.image)
+                # converted into a scratch buffer and reduced at once (pipeline.heap.scratch)
+                prepared = det.prepare(gf.region(slice(None), slice(None), transient=True))
                 last = gf.index
             yield gf, cut, prepared
 
@@ -306,8 +309,8 @@ def _analyse(path: str | Path, info: MediaInfo | None, *, stride: int, max_kept:
             td = time.perf_counter()
             tracker.update(gf.index, det.detect(prepared))
             t_detect += time.perf_counter() - td
-            keep_still(stills, {t.id for t in tracker.open if t.last_frame == gf.index}, gf.image, gf.index,
-                       tracker.scene)
+            keep_still(stills, {t.id for t in tracker.open if t.last_frame == gf.index}, lambda gf=gf: gf.image,
+                       gf.index, tracker.scene)
             last_det = gf.index
             finalise(gf.index - lag)
         if on_frame:

@@ -24,6 +24,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import numpy as np
+
 log = logging.getLogger(__name__)
 
 #: glibc's mallopt parameter numbers.
@@ -72,3 +74,26 @@ def decoding_heap() -> Iterator[None]:
             if _decoding == 0:
                 _mallopt(M_MMAP_THRESHOLD, WORKING_MMAP_THRESHOLD)
                 _mallopt(M_TRIM_THRESHOLD, WORKING_TRIM_THRESHOLD)
+
+
+_scratch = threading.local()
+
+
+def scratch(name: str, shape: tuple[int, ...], dtype: type = np.uint8) -> np.ndarray:
+    """A reusable buffer of ``shape`` for this thread, valid until this thread asks for ``name`` again.
+
+    While frames are decoded every block of 128 KiB and more is mapped fresh (:func:`decoding_heap`), so a
+    short-lived temporary of a megabyte costs its pages' faults and zeroing each time: converting a 720p
+    frame to colour took 2.9 ms instead of 0.4 ms, cutting one SyncNet crop 2 ms instead of 0.5 ms. The
+    transient pictures of a crop or of the detector's input are made in these buffers instead (contents
+    identical; the buffer only grows, to the largest region asked for).
+    """
+    dt = np.dtype(dtype)
+    need = int(np.prod(shape)) * dt.itemsize
+    bufs = getattr(_scratch, "bufs", None)
+    if bufs is None:
+        bufs = _scratch.bufs = {}
+    buf = bufs.get(name)
+    if buf is None or buf.nbytes < need:
+        buf = bufs[name] = np.empty(need, np.uint8)
+    return buf[:need].view(dt).reshape(shape)

@@ -19,6 +19,8 @@ import numpy as np
 
 from syncnet.media import MediaError, _frame_time, decode_on_grid, open_container
 
+from .heap import scratch
+
 log = logging.getLogger(__name__)
 
 #: Analysis grid: SyncNet's frame rate.
@@ -245,7 +247,12 @@ class GridFrame:
     def __getitem__(self, window: tuple[slice, slice]) -> np.ndarray:
         """``frame[y0:y1, x0:x1]``: that region of :attr:`image`, converting only the region when the picture
         has not been made (bit-identical: OpenCV's I420 conversion reads each 2x2 block's own chroma)."""
-        rows, cols = window
+        return self.region(*window)
+
+    def region(self, rows: slice, cols: slice, *, transient: bool = False) -> np.ndarray:
+        """``frame[rows, cols]``; ``transient``: converted into this thread's scratch buffer
+        (:func:`pipeline.heap.scratch`), so the result is valid only until this thread's next transient
+        region: for a picture that is reduced at once (a SyncNet crop, the detector's input)."""
         h, w = self.shape
         y0, y1, _ = rows.indices(h)
         x0, x1, _ = cols.indices(w)
@@ -258,13 +265,16 @@ class GridFrame:
         ey0, ex0 = y0 - y0 % 2, x0 - x0 % 2  # the enclosing even-aligned region
         ey1, ex1 = min(h, y1 + y1 % 2), min(w, x1 + x1 % 2)
         rh, rw = ey1 - ey0, ex1 - ex0
-        i420 = np.empty((rh * 3 // 2, rw), np.uint8)
+        i420 = scratch("i420", (rh * 3 // 2, rw))  # assembled and converted at once: never handed out
         i420[:rh] = self._plane(0)[ey0:ey1, ex0:ex1]
         flat = i420.reshape(-1)
         quarter = rh * rw // 4
         flat[rh * rw : rh * rw + quarter] = self._plane(1)[ey0 // 2 : ey1 // 2, ex0 // 2 : ex1 // 2].reshape(-1)
         flat[rh * rw + quarter :] = self._plane(2)[ey0 // 2 : ey1 // 2, ex0 // 2 : ex1 // 2].reshape(-1)
-        bgr = cv2.cvtColor(i420, cv2.COLOR_YUV2BGR_I420)
+        if transient:
+            bgr = cv2.cvtColor(i420, cv2.COLOR_YUV2BGR_I420, dst=scratch("bgr", (rh, rw, 3)))
+        else:
+            bgr = cv2.cvtColor(i420, cv2.COLOR_YUV2BGR_I420)
         return bgr[y0 - ey0 : y1 - ey0, x0 - ex0 : x1 - ex0]
 
     def luma(self) -> tuple[np.ndarray, np.ndarray | None]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .faces import Detection
+from .heap import scratch
 
 #: Link a detection to a track when the boxes overlap this much (detections are a stride apart).
 LINK_IOU = 0.3
@@ -140,9 +141,13 @@ def cut_face_crop(frame: np.ndarray, x: float, y: float, s: float, size: int = 2
     top, bottom, left, right = crop_window(x, y, s)
     h, w = frame.shape[:2]
     pt, pb, pl, pr = max(0, -top), max(0, bottom - h), max(0, -left), max(0, right - w)
-    region = frame[max(0, top) : min(h, bottom), max(0, left) : min(w, right)]
+    rows, cols = slice(max(0, top), min(h, bottom)), slice(max(0, left), min(w, right))
+    # the region and its padded copy live only until the resize: made in scratch buffers (pipeline.heap)
+    region = frame.region(rows, cols, transient=True) if hasattr(frame, "region") else frame[rows, cols]
     if pt or pb or pl or pr:
-        region = cv2.copyMakeBorder(region, pt, pb, pl, pr, cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3)
+        padded = scratch("padded", (region.shape[0] + pt + pb, region.shape[1] + pl + pr, 3))
+        region = cv2.copyMakeBorder(region, pt, pb, pl, pr, cv2.BORDER_CONSTANT, dst=padded,
+                                    value=(PAD_VALUE,) * 3)
     if region.size == 0:
         return np.full((size, size, 3), PAD_VALUE, np.uint8)
     return cv2.resize(region, (size, size), interpolation=cv2.INTER_LINEAR)
