@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .heap import scratch
+
 log = logging.getLogger(__name__)
 
 #: Width of the image CenterFace sees (rounded up to a multiple of 32).
@@ -28,6 +30,8 @@ DETECT_WIDTH = 320
 #: Score threshold: true faces score >= 0.69 on our clips; the only false hits (a fist) <= 0.54.
 SCORE_THRESHOLD = 0.6
 NMS_IOU = 0.3
+#: Network inputs kept for reuse (a frame's input is made while earlier ones wait to be detected).
+SPARE_INPUTS = 4
 #: Calibration to the reference detector's boxes (measured on example.avi, see tests/test_faces.py):
 #: size multiplier and the shift of the box centre, as fractions of the CenterFace box height.
 BOX_SCALE = 1.0
@@ -205,6 +209,7 @@ class FaceDetector:
         self.device = "cuda" if self.session.get_providers()[0] == CUDA else "cpu"
         self.width = width
         self.threshold = threshold
+        self._spare: list[np.ndarray] = []  #: network inputs that detect() has finished with, for prepare()
 
     def __call__(self, bgr: np.ndarray) -> list[Detection]:
         return self.detect(self.prepare(bgr))
@@ -221,14 +226,25 @@ class FaceDetector:
         scale = min(1.0, self.width / w)
         nw = int(np.ceil(w * scale / 32) * 32)
         nh = int(np.ceil(h * scale / 32) * 32)
-        small = cv2.resize(bgr, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-        blob = np.ascontiguousarray(small[:, :, ::-1].transpose(2, 0, 1)[None], dtype=np.float32)  # RGB
+        small = cv2.resize(bgr, (nw, nh), dst=scratch("detector", (nh, nw, 3)),
+                           interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        # the network's input (0.7 MB at 320x192): a buffer that :meth:`detect` has finished with when there
+        # is one, since a fresh one costs its pages' faults while frames are decoded (pipeline.heap)
+        try:
+            blob = self._spare.pop()
+        except IndexError:
+            blob = None
+        if blob is None or blob.shape != (1, 3, nh, nw):
+            blob = np.empty((1, 3, nh, nw), np.float32)
+        np.copyto(blob[0], small[:, :, ::-1].transpose(2, 0, 1))  # RGB planes
         return blob, (w / nw, h / nh)
 
     def detect(self, prepared: tuple[np.ndarray, tuple[float, float]]) -> list[Detection]:
         """Run the network on what :meth:`prepare` made; boxes in the frame's pixels."""
         blob, back = prepared
         heat, size, offset, lms = self.session.run(None, {"input.1": blob})
+        if len(self._spare) < SPARE_INPUTS:
+            self._spare.append(blob)  # list operations are atomic: prepare may run on another thread
         return self._decode(heat[0, 0], size[0], offset[0], lms[0], back)
 
     def _decode(self, heat: np.ndarray, size: np.ndarray, offset: np.ndarray, lms: np.ndarray,

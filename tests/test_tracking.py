@@ -40,6 +40,24 @@ def test_calibrated_to_the_reference_box_on_example(example_avi):
     assert 72 < s < 88  # half of ~160 px
 
 
+def test_detector_input_buffers_are_reused_and_hold_only_the_new_frame(example_avi):
+    """The network's input is made in a buffer that an earlier detection has finished with: it must hold
+    exactly the new frame's RGB planes (as a fresh conversion makes them), and the same detections."""
+    import cv2
+
+    frames = [f for i, f in enumerate(iter_video_frames(example_avi)) if i in (0, 40)]
+    det = FaceDetector()
+    first = det.prepare(frames[0])
+    found_first = det.detect(first)
+    second = det.prepare(frames[1])
+    assert second[0] is first[0]  # reused
+    small = cv2.resize(frames[1], (second[0].shape[3], second[0].shape[2]), interpolation=cv2.INTER_LINEAR)
+    assert np.array_equal(second[0], np.ascontiguousarray(small[:, :, ::-1].transpose(2, 0, 1)[None], np.float32))
+    again = FaceDetector()
+    assert [d.box.tolist() for d in det.detect(second)] == [d.box.tolist() for d in again(frames[1])]
+    assert [d.box.tolist() for d in found_first] == [d.box.tolist() for d in again(frames[0])]
+
+
 def test_no_face_on_a_blue_clip(fixtures_dir):
     det = FaceDetector()
     frames = list(iter_video_frames(fixtures_dir / "video_no_audio.avi"))
