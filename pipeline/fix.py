@@ -224,7 +224,9 @@ def fix_events(path: Path, out: Path, opts: SyncOptions | None, *, info: MediaIn
     written = write_shifted(path, out, warp if warp is not None else lag)
     stage("verifying", 0.0)
     if warp is None:
-        verified = measure_shift(path, written.output)
+        # the input's audio as the analysis read it (the same call, the same samples), when there was one
+        known = result.analysis.audio if result is not None and result.analysis is not None else None
+        verified = measure_shift(path, written.output, original_audio=known)
     else:  # the constant part, as verified window by window once the planned change is taken off
         along = _verify_along(path, written.output, warp)
         parts = [w["shift_ms"] - (w["planned_ms"] - warp.lag_ms) for w in along["windows"]]

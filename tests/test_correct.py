@@ -429,6 +429,28 @@ def test_measure_shift_refuses_silence(voice, tmp_path: Path):
         measure_shift(silent, talking)
 
 
+@pytest.mark.parametrize("len_a,len_b", [(16000, 16000), (24000, 9000), (7000, 30001)])
+def test_correlation_size_gives_the_linear_correlation_at_every_lag_searched(len_a: int, len_b: int):
+    from pipeline.verify import correlation_size
+
+    rng = np.random.default_rng(len_a + len_b)
+    a, b = rng.standard_normal(len_a), rng.standard_normal(len_b)
+    max_lag = 4000
+    n = correlation_size(len_a, len_b, max_lag)
+    assert max(len_a, len_b) + max_lag < n <= 2 * (max(len_a, len_b) + max_lag)
+    circ = np.fft.irfft(np.fft.rfft(a, n) * np.conj(np.fft.rfft(b, n)), n)
+    full = np.correlate(a, b, mode="full")  # full[k] = sum_n a[n + k - (len_b - 1)] b[n]
+    for lag in (-max_lag, -1, 0, 1, 733, max_lag):
+        assert circ[lag % n] == pytest.approx(full[lag + len_b - 1], abs=1e-9)
+
+
+def test_measure_shift_with_the_originals_audio_already_read(example_avi: Path, tmp_path: Path):
+    out = write_shifted(example_avi, tmp_path / "fixed.avi", 61.25).output
+    known = load_audio(example_avi)
+    assert measure_shift(example_avi, out, original_audio=known) == measure_shift(example_avi, out)
+    assert measure_shift(example_avi, out, original_audio=known) == pytest.approx(61.25, abs=TOL_MS)
+
+
 def test_default_output_path_never_clobbers(tmp_path: Path):
     src = tmp_path / "talk.mp4"
     src.write_bytes(b"x")
