@@ -40,6 +40,7 @@ from .estimates import Estimate, shift_audio
 from .lagcorr import (
     HOP,
     MIN_OVERLAP,
+    LagMoments,
     audio_around,
     best_near,
     damped,
@@ -178,11 +179,19 @@ def lag_curve(x: np.ndarray, start: int, feats: np.ndarray, lag_steps: np.ndarra
     mom = lag_moments(x, start, feats, lags)
     if mom is None:
         return np.full(len(lags), np.nan), np.zeros(len(lags), int)
-    curve = np.full(len(lags), np.nan)
-    ok = scored_lags(mom.cnt, len(x), min_overlap)
+    return _curve_at(mom, np.arange(len(lags)), len(x), min_overlap), mom.cnt
+
+
+def _curve_at(mom: LagMoments, idx: np.ndarray, n: int, min_overlap: float = MIN_OVERLAP) -> np.ndarray:
+    """The canonical correlation at the lags ``idx`` of ``mom`` (NaN where too few of the ``n`` frames
+    overlap): the moments of every lag come at once, the correlations lag by lag."""
+    curve = np.full(len(idx), np.nan)
+    ok = np.zeros(len(mom.cnt), bool)
+    ok[idx] = True
+    ok &= scored_lags(mom.cnt, n, min_overlap)
     if ok.any():
-        curve[ok] = _top_canonical(*mom.covariances(ok))
-    return curve, mom.cnt
+        curve[ok[idx]] = _top_canonical(*mom.covariances(ok))
+    return curve
 
 
 def sparse_lag_curve(x: np.ndarray, start: int, feats: np.ndarray, lag_steps: np.ndarray,
@@ -197,10 +206,13 @@ def sparse_lag_curve(x: np.ndarray, start: int, feats: np.ndarray, lag_steps: np
     the refined lags around the best are returned, so the rest is on the coarse grid). This is what makes
     the many short reads of a timeline (each segment and its halves) cheap.
     """
-    steps = np.asarray(lag_steps)
+    steps = np.asarray(lag_steps, dtype=np.int64)
     stride = max(1, stride)
     coarse = np.arange(0, len(steps), stride)
-    raw, cnt = lag_curve(x, start, feats, steps[coarse])
+    mom = lag_moments(x, start, feats, steps)  # one pass gives every lag's moments; correlations cost by lag
+    if mom is None:
+        return coarse, np.full(len(coarse), np.nan), np.zeros(len(coarse), int)
+    raw, cnt = _curve_at(mom, coarse, len(x)), mom.cnt[coarse]
     if not np.isfinite(raw).any():
         return coarse, raw, cnt
     d = np.nan_to_num(raw * np.sqrt(cnt), nan=-np.inf)
@@ -209,7 +221,7 @@ def sparse_lag_curve(x: np.ndarray, start: int, feats: np.ndarray, lag_steps: np
     tops = coarse[local[np.argsort(d[local])[::-1][:peaks]]]
     fine = np.unique(np.concatenate([np.arange(max(0, b - stride + 1), min(len(steps), b + stride)) for b in tops]))
     fine = np.setdiff1d(fine, coarse)
-    raw_f, cnt_f = lag_curve(x, start, feats, steps[fine])
+    raw_f, cnt_f = _curve_at(mom, fine, len(x)), mom.cnt[fine]
     scored = np.concatenate([d, np.nan_to_num(raw_f * np.sqrt(cnt_f), nan=-np.inf)])
     best = np.concatenate([coarse, fine])[int(np.argmax(scored))]  # a tie goes to the coarse lag
     keep = np.abs(fine - best) < stride  # the rest stays on the coarse grid, as peak_z expects
@@ -319,13 +331,23 @@ class CCAEngine:
 
     def prepare(self, analysis: Analysis, track: FaceTrack) -> CCAPrepared:
         crops = track.mouth_crops
-        with ThreadPoolExecutor(1, thread_name_prefix="flow") as pool:  # OpenCV's flow releases the GIL
-            flow = pool.submit(mouth_flow, crops)
+        # The optical flow (two runs of frames, OpenCV releases the GIL) and the speech features at no shift
+        # (what the first reading needs) on two threads, the mouth's shape here: one core is never idle. On a
+        # track over 3 minutes the speech features wait for the first reading instead: made beside the visual
+        # ones, their spectra would add ~40 MB to the peak for a tenth of a second a minute.
+        with ThreadPoolExecutor(2, thread_name_prefix="prepare") as pool:
+            cut = max(0, len(crops) - 1) // 2
+            flows = [pool.submit(mouth_flow, crops[: cut + 1]), pool.submit(mouth_flow, crops[cut:])]
+            speech = (pool.submit(self._speech_features, analysis.audio, 0.0) if len(crops) <= BESIDE_MAX_FRAMES
+                      else None)
             shape = mouth_shape_velocity(crops)  # its last columns are the profile's velocity: read once
-            flow = flow.result()
-        features = visual_features(crops, flow, shape[:, -(PROFILE_BANDS + 1):])
-        return CCAPrepared(track=track, audio=analysis.audio, features=features,
-                           model_features=self.lip_model.project_visual(visual_inputs(crops, flow, shape)))
+            flow = np.concatenate([f.result() for f in flows])
+            features = visual_features(crops, flow, shape[:, -(PROFILE_BANDS + 1):])
+            prep = CCAPrepared(track=track, audio=analysis.audio, features=features,
+                               model_features=self.lip_model.project_visual(visual_inputs(crops, flow, shape)))
+            if speech is not None:
+                prep.cache[0.0] = speech.result()
+        return prep
 
     def extend(self, prepared: CCAPrepared, estimate: Estimate | None = None) -> bool:
         return False
@@ -395,11 +417,15 @@ class CCAEngine:
         with prep.lock:
             got = prep.cache.get(key)
             if got is None:
-                feats = audio_features(shift_audio(prep.audio, shift_ms))
-                got = prep.cache[key] = (feats, self.lip_model.project_speech(feats))
+                got = prep.cache[key] = self._speech_features(prep.audio, shift_ms)
                 while len(prep.cache) > 4:
                     prep.cache.pop(next(iter(prep.cache)))
         return got
+
+    def _speech_features(self, audio: np.ndarray, shift_ms: float) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`audio_features` of the audio moved earlier by ``shift_ms``, and the lip model's projection."""
+        feats = audio_features(shift_audio(audio, shift_ms))
+        return feats, self.lip_model.project_speech(feats)
 
     def measure(self, prep: CCAPrepared, shift_ms: float, search_ms: float) -> Estimate:
         return self._estimate(prep, 0, len(prep.features), shift_ms, search_ms)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from pipeline.analysis import analyse
-from pipeline.cca import CCAEngine, first_canonical_correlations, lag_curve
+from pipeline.cca import CCAEngine, first_canonical_correlations, lag_curve, sparse_lag_curve
 from pipeline.correct import write_shifted
 from pipeline.lagcorr import STEPS_PER_FRAME, audio_around, frame_window_means, moving_average, peak_z
 from pipeline.sync import SyncOptions, run_to_result, sync_video
@@ -269,6 +269,27 @@ def test_a_stretch_of_the_track_reads_the_same_from_its_slice_of_the_audio():
     sliced, cnt = lag_curve(x[lo:hi], start, part, steps)
     assert len(part) < len(feats) and np.array_equal(cnt, cnt_full)
     assert np.allclose(sliced, full, atol=1e-12, equal_nan=True)
+
+
+def test_the_sparse_curve_reads_the_dense_curve_at_its_lags_and_finds_its_peak():
+    """A timeline segment's curve: every 4th lag and the lags around the best coarse maxima, from one pass of
+    moments, the same numbers as the curve read at every lag, and the same best lag."""
+    rng = np.random.default_rng(6)
+    n, start = 250, 40
+    x = rng.standard_normal((n, 3))
+    feats = rng.standard_normal((STEPS_PER_FRAME * (n + 2 * start), 2))
+    planted = 23  # steps: not on the coarse grid
+    j = STEPS_PER_FRAME * (start + np.arange(n)) + 2 + planted
+    for k in range(STEPS_PER_FRAME):  # the whole 40 ms window around each paired moment carries the signal
+        feats[j + k - STEPS_PER_FRAME // 2, 0] += 0.8 * x[:, 0]
+    steps = np.arange(-300, 301)
+    idx, raw, cnt = sparse_lag_curve(x, start, feats, steps)
+    dense, dense_cnt = lag_curve(x, start, feats, steps)
+    assert len(idx) < len(steps) // 3 and np.array_equal(idx, np.unique(idx))
+    assert np.array_equal(cnt, dense_cnt[idx])
+    assert np.allclose(raw, dense[idx], atol=1e-12, equal_nan=True)
+    d = dense * np.sqrt(dense_cnt)
+    assert steps[idx[np.nanargmax(raw * np.sqrt(cnt))]] == steps[np.nanargmax(d)] == planted
 
 
 def test_peak_z_and_moving_average():

@@ -128,3 +128,38 @@ def test_projecting_speech_equals_projecting_its_context_matrix():
     feats = rng.standard_normal((500, 19))
     m = load_lip_model()
     assert np.allclose(m.project_speech(feats), m.project_audio(audio_inputs(feats)), atol=1e-10)
+
+
+def _flow_frame_by_frame(crops: np.ndarray) -> np.ndarray:
+    """The flow summary written plainly, one pair of frames at a time (what ``mouth_flow`` computes in blocks)."""
+    import cv2
+
+    from pipeline.lipmodel import FLOW_PARAMS, FLOW_SIZE
+
+    small = [cv2.GaussianBlur(cv2.resize(c, FLOW_SIZE, interpolation=cv2.INTER_AREA), (3, 3), 0) for c in crops]
+    w, h = FLOW_SIZE
+    out = np.zeros((len(crops) - 1, 7))
+    for i in range(len(out)):
+        f = cv2.calcOpticalFlowFarneback(small[i], small[i + 1], None, *FLOW_PARAMS)
+        centre = f[h // 8 : 7 * h // 8, w // 4 : 3 * w // 4]
+        third = len(centre) // 3
+        top, mid, bottom = (centre[a : a + third, :, 1].mean() for a in (0, third, 2 * third))
+        band = f[h // 4 : 3 * h // 4, :, 0]
+        out[i] = (top, mid, bottom, bottom - top, band[:, w // 2 :].mean() - band[:, : w // 2].mean(),
+                  np.abs(centre).mean(), np.hypot(centre[..., 0], centre[..., 1]).std())
+    return out
+
+
+def test_the_flow_in_blocks_and_on_threads_equals_the_frame_by_frame_flow(example):
+    """Blocks of flow fields summarised together, and runs of frames read on threads, give exactly the rows
+    of the plain per-frame loop (a real mouth, long enough for several blocks and a split)."""
+    from pipeline.lipmodel import FLOW_BLOCK
+
+    crops = example.tracks[0].mouth_crops
+    crops = np.concatenate([crops] * (2 * FLOW_BLOCK // len(crops) + 2))[: 2 * FLOW_BLOCK + 37]
+    plain = _flow_frame_by_frame(crops)
+    assert np.abs(plain[:, 5]).mean() > 0.05  # the mouth moves: the flows are not all zero
+    assert np.array_equal(mouth_flow(crops), plain)
+    for workers in (2, 3):
+        assert np.array_equal(mouth_flow(crops, workers=workers), plain)
+    assert mouth_flow(crops[:1], workers=2).shape == (0, 7) and np.array_equal(mouth_flow(crops[:2], 2), plain[:1])
