@@ -341,7 +341,10 @@ def sync_video(path: str | Path, engine: Engine | EngineChoice | None = None, op
         report("timeline", 0.0)
         tt = time.perf_counter()
         search = deciding_first.search_ms
-        at = 0.0 if abs(last.audio_lag_ms) <= search / 2 else last.audio_lag_ms  # centre the segments' search
+        # centre the segments' search on a far lag the clip reads confidently; an unconfident reading is no
+        # evidence of where the lag lies, so the segments look around no shift (and reuse its features)
+        far = deciding_first.confident and abs(last.audio_lag_ms) > search / 2
+        at = last.audio_lag_ms if far else 0.0
         timeline = measure_timeline(deciding, deciding_prep, chosen, at, search, opts.segment_s)
         drift = fit_drift(timeline) if timeline else Drift("none", f"{deciding.name} reads no timeline")
         base["timings"]["timeline_s"] = time.perf_counter() - tt

@@ -346,3 +346,18 @@ def test_syncnet_reads_a_timeline_from_its_own_blocks(example_avi, random_weight
     assert len(measured) >= 3 and all(np.isfinite(s["measured_lag_ms"]) for s in measured)
     assert all(s["p_correct"] is None and s["audio_lag_ms"] is None for s in segs)  # no calibration, no claim
     assert report["drift"]["kind"] == "none" and "confident" in report["drift"]["reason"]
+
+
+def test_an_unconfident_reading_does_not_move_the_segments_search(example_avi, random_weights):
+    """With random weights the whole clip reads -2000 ms, at the edge and not confident: that is no evidence
+    of where the lag lies, so the segments search around no shift (within +/-2 s of 0), not around -2 s."""
+    from pipeline.engines import make_engine
+
+    choice = make_engine("syncnet", weights=str(random_weights), device="cpu")
+    report = run_to_result(sync_video(example_avi, choice, SyncOptions(engine="syncnet", segment_s=4.0))).to_report(
+        curves=False)
+    first = report["iterations"][0]["estimate"]
+    assert not first["confident"] and abs(report["measured_lag_ms"]) > first["search_ms"] / 2  # the old rule moved
+    measured = [s["measured_lag_ms"] for s in report["timeline"] if s["measured_lag_ms"] is not None]
+    assert measured and all(abs(m) <= first["search_ms"] + 1e-6 for m in measured)
+    assert any(m > 0 for m in measured)  # a search centred on -2 s could not read a positive lag
