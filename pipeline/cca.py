@@ -54,6 +54,7 @@ from .lipmodel import (
     PROFILE_BANDS,
     SUPPORT_WINDOW_MS,
     LipModel,
+    flow_runs,
     load_lip_model,
     mouth_flow,
     mouth_profile,
@@ -186,11 +187,9 @@ def _curve_at(mom: LagMoments, idx: np.ndarray, n: int, min_overlap: float = MIN
     """The canonical correlation at the lags ``idx`` of ``mom`` (NaN where too few of the ``n`` frames
     overlap): the moments of every lag come at once, the correlations lag by lag."""
     curve = np.full(len(idx), np.nan)
-    ok = np.zeros(len(mom.cnt), bool)
-    ok[idx] = True
-    ok &= scored_lags(mom.cnt, n, min_overlap)
+    ok = scored_lags(mom.cnt[idx], n, min_overlap)
     if ok.any():
-        curve[ok[idx]] = _top_canonical(*mom.covariances(ok))
+        curve[ok] = _top_canonical(*mom.covariances(idx[ok]))
     return curve
 
 
@@ -336,8 +335,7 @@ class CCAEngine:
         # track over 3 minutes the speech features wait for the first reading instead: made beside the visual
         # ones, their spectra would add ~40 MB to the peak for a tenth of a second a minute.
         with ThreadPoolExecutor(2, thread_name_prefix="prepare") as pool:
-            cut = max(0, len(crops) - 1) // 2
-            flows = [pool.submit(mouth_flow, crops[: cut + 1]), pool.submit(mouth_flow, crops[cut:])]
+            flows = [pool.submit(mouth_flow, run) for run in flow_runs(crops, 2)]
             speech = (pool.submit(self._speech_features, analysis.audio, 0.0) if len(crops) <= BESIDE_MAX_FRAMES
                       else None)
             shape = mouth_shape_velocity(crops)  # its last columns are the profile's velocity: read once

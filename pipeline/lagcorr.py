@@ -92,7 +92,7 @@ class LagMoments:
     sxy: np.ndarray
 
     def covariances(self, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(Cxx, Cyy, Cxy) at the lags in ``ok`` (population covariances)."""
+        """(Cxx, Cyy, Cxy) at the lags ``ok`` selects (a mask or indices; population covariances)."""
         c = self.cnt[ok].astype(np.float64)[:, None, None]
         mx, my = self.sx[ok][:, :, None] / c, self.sy[ok][:, :, None] / c
         cxx = self.sxx[ok] / c - mx @ np.swapaxes(mx, 1, 2)

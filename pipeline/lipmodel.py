@@ -85,13 +85,17 @@ def mouth_flow(crops: np.ndarray, workers: int = 1) -> np.ndarray:
     ``workers`` > 1 splits the frames into that many runs read on threads (each pair of frames is read on
     its own, and OpenCV releases the GIL): the same rows, in a fraction of the time.
     """
-    n = max(0, len(crops) - 1)
-    if workers <= 1 or n < 2 * FLOW_BLOCK:
+    if workers <= 1 or len(crops) - 1 < 2 * FLOW_BLOCK:
         return _flow_rows(crops)
-    cuts = np.linspace(0, n, workers + 1).astype(int)
     with ThreadPoolExecutor(workers, thread_name_prefix="flow") as pool:
-        parts = [pool.submit(_flow_rows, crops[a : b + 1]) for a, b in zip(cuts[:-1], cuts[1:])]
-        return np.concatenate([p.result() for p in parts])
+        return np.concatenate(list(pool.map(_flow_rows, flow_runs(crops, workers))))
+
+
+def flow_runs(crops: np.ndarray, parts: int) -> list[np.ndarray]:
+    """``crops`` cut into ``parts`` runs that share their boundary frame: the flows of the runs, one after
+    the other, are the flows of the whole (how :func:`mouth_flow` and the engine spread them over threads)."""
+    cuts = np.linspace(0, max(0, len(crops) - 1), parts + 1).astype(int)
+    return [crops[a : b + 1] for a, b in zip(cuts[:-1], cuts[1:])]
 
 
 def _flow_rows(crops: np.ndarray) -> np.ndarray:
