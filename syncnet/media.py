@@ -99,8 +99,8 @@ def resample_times(times: Iterator[Fraction], fps: int = FPS) -> Iterator[tuple[
 
 
 def decode_on_grid(path: str | Path, fps: int = FPS, fmt: str = "bgr24", size: tuple[int, int] | None = None,
-                   max_width: int | None = None,
-                   tolerate_errors: bool = False) -> Iterator[tuple[int, np.ndarray | av.VideoFrame]]:
+                   max_width: int | None = None, tolerate_errors: bool = False,
+                   threads: int = 0) -> Iterator[tuple[int, np.ndarray | av.VideoFrame]]:
     """The one grid decoder: frames of the first video stream resampled to ``fps`` by timestamp.
 
     Yields ``(grid_index, (H, W, 3) uint8 array)``; only frames that land on the grid are converted, the
@@ -111,13 +111,17 @@ def decode_on_grid(path: str | Path, fps: int = FPS, fmt: str = "bgr24", size: t
     released, so memory is not touched afresh per frame); that layout needs even sizes, so an odd-sized video
     comes as a ``bgr24`` array instead (tell them apart by type).
     ``tolerate_errors``: a decoding error part-way (a truncated file) ends the stream early with a warning
-    instead of raising. Raises :class:`MediaError` when there is no video stream.
+    instead of raising. ``threads``: the decoder's threads; 0 leaves the choice to FFmpeg (frame threads, one
+    more than the cores), 1 decodes on the caller's thread alone. The output is the same either way. Raises
+    :class:`MediaError` when there is no video stream.
     """
     with open_container(path) as container:
         if not container.streams.video:
             raise MediaError(f"{Path(path).name}: the file has no video track")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        if threads > 0:
+            stream.thread_count = threads
         cc = stream.codec_context
         kwargs: dict = {"format": fmt}
         if size is not None:

@@ -34,8 +34,10 @@ def read_index(frame: np.ndarray) -> int:
 
 def write_clip(path: Path, times_s: list[Fraction] | None = None, *, fps: Fraction | int = 25, n_frames: int = 50,
                size: tuple[int, int] = (224, 224), codec: str = "libx264", audio_rate: int | None = 16000,
-               audio: np.ndarray | None = None, time_base: Fraction | None = None) -> Path:
-    """Write a clip whose frame i shows i. ``times_s`` gives explicit (variable) frame times."""
+               audio: np.ndarray | None = None, time_base: Fraction | None = None,
+               options: dict[str, str] | None = None) -> Path:
+    """Write a clip whose frame i shows i. ``times_s`` gives explicit (variable) frame times; ``options``
+    replace the encoder's (libx264: ``crf`` 10, ``preset`` ultrafast, which makes no B-frames)."""
     fps = Fraction(fps)
     if times_s is None:
         times_s = [Fraction(i) / fps for i in range(n_frames)]
@@ -43,7 +45,9 @@ def write_clip(path: Path, times_s: list[Fraction] | None = None, *, fps: Fracti
         vs = out.add_stream(codec, rate=fps)
         vs.width, vs.height = size
         vs.pix_fmt = "yuv420p"
-        if codec == "libx264":
+        if options is not None:
+            vs.options = options
+        elif codec == "libx264":
             vs.options = {"crf": "10", "preset": "ultrafast"}
         vs.time_base = time_base or Fraction(1, 1000)
         vs.codec_context.time_base = vs.time_base  # else the encoder rounds pts to 1/fps (no real VFR)

@@ -113,3 +113,77 @@ def test_audio_gaps_become_silence_and_keep_the_clock(tmp_path):
     np.testing.assert_array_equal(audio[:16000], noise[:16000])
     assert np.abs(audio[16000 + 100 : 24000 - 100]).max() == 0  # the hole is silent
     np.testing.assert_array_equal(audio[24000:56000], noise[16000:48000])  # then back on the clock
+
+
+def _packet_order_and_frame_times(path) -> tuple[list[int], list[Fraction]]:
+    """The video packets' pts in the file's order, and the decoded frames' times (presentation order)."""
+    import av
+
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        pts = [p.pts for p in c.demux(s) if p.size]
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        times = [f.pts * s.time_base for f in c.decode(s)]
+    return pts, times
+
+
+def test_probe_tells_the_frame_rate_from_packets_as_decoding_would(tmp_path):
+    """The probe reads packet timestamps instead of decoding 120 frames: a variable rate is still found, and
+    B-frames (packets out of presentation order) do not make a constant rate look variable."""
+    from pipeline.media import frame_rate_varies, probe
+
+    rng = np.random.default_rng(5)
+    times = [Fraction(0)]
+    for _ in range(150):
+        times.append(times[-1] + Fraction(int(rng.integers(15, 70)), 1000))
+    vfr = write_clip(tmp_path / "vfr.mkv", times, fps=30)
+    cfr = write_clip(tmp_path / "bframes.mp4", fps=Fraction(30000, 1001), n_frames=150,
+                     options={"crf": "18", "preset": "medium", "bf": "3"})
+    pts, frame_times = _packet_order_and_frame_times(cfr)
+    assert pts != sorted(pts), "the encoder made no B-frames: the test would not test the reordering"
+    assert not frame_rate_varies(frame_times[:120])
+    assert probe(cfr).variable_frame_rate is False
+    _, frame_times = _packet_order_and_frame_times(vfr)
+    assert frame_rate_varies(frame_times[:120])
+    assert probe(vfr).variable_frame_rate is True
+
+
+@pytest.mark.parametrize("rotation", [90, 180])
+def test_probe_reads_the_rotation_from_the_first_frame(tmp_path, rotation):
+    from media_factory import write_rotated
+
+    from pipeline.media import _inspect_video
+
+    img = np.zeros((64, 96, 3), np.uint8)
+    path = write_rotated(tmp_path / f"rot{rotation}.mp4", [img] * 30, rotation)
+    vfr, got, decodable = _inspect_video(path)
+    assert decodable and not vfr
+    assert got in (rotation, (360 - rotation) % 360)  # the container's sign convention; applied in test_analysis
+
+
+def test_one_decoder_thread_gives_ffmpegs_frames(fixtures_dir):
+    """The analysis decodes on one thread on two cores (pipeline.analysis.decode_threads): the same frames as
+    FFmpeg's frame threads, plane for plane, on a real H.264 clip with B-frames."""
+    import hashlib
+
+    from syncnet.media import decode_on_grid
+
+    clip = fixtures_dir / "w2l_input2.mp4"
+
+    def digests(threads: int) -> list[tuple[int, str]]:
+        return [(k, hashlib.md5(np.ascontiguousarray(f.to_ndarray()).tobytes()).hexdigest())
+                for k, f in decode_on_grid(clip, 25, "yuv420p", threads=threads)]
+
+    one, auto = digests(1), digests(0)
+    assert len(one) > 100
+    assert one == auto
+
+
+def test_decoder_threads_leave_the_detector_a_core():
+    from pipeline.analysis import decode_threads
+
+    assert decode_threads("cpu", 2) == 1
+    assert decode_threads("cpu", 1) == 1
+    assert decode_threads("cpu", 16) == 15
+    assert decode_threads("cuda", 2) == 0  # FFmpeg's own choice when the detector needs no core
