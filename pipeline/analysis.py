@@ -41,6 +41,10 @@ log = logging.getLogger(__name__)
 DETECT_STRIDE = 8
 #: Frames are decoded at most this wide: faces stay far above 224 px crops, and the buffer stays small.
 DECODE_MAX_WIDTH = 1280
+#: Frames decoded ahead of the detecting thread, and how many of them must be waiting for the decoding thread
+#: to make the detector's input itself (:func:`_analyse`'s ``planned``).
+PREFETCH_DEPTH = 8
+PREPARE_BACKLOG = 4
 #: Mean absolute change (0-255) of a thumbnail between frames that counts as a scene cut.
 CUT_THRESHOLD = 40.0
 #: SyncNet crops are kept for at most this many grid frames per track (80 s at 25 fps, ~300 MB).
@@ -290,9 +294,12 @@ def _analyse(path: str | Path, info: MediaInfo | None, *, stride: int, max_kept:
                     acc.faces[gf.index] = cut_face_crop(gf, x, y, s)
         t_crop += time.perf_counter() - tc
 
-    def planned() -> Iterator[tuple[GridFrame, bool, tuple | None]]:
-        """On the decoding thread: each frame, whether a scene cut starts there, and for the frames to be
-        detected (every ``stride``-th, and the first after a cut) the detector's input, made there."""
+    def planned(backlog: Callable[[], int]) -> Iterator[tuple[GridFrame, bool, bool, tuple | None]]:
+        """On the decoding thread: each frame, whether a scene cut starts there, whether it is to be detected
+        (every ``stride``-th, and the first after a cut), and the detector's input when it was made here: the
+        decoding thread makes it when the detecting one has frames waiting (``backlog``), else leaves it to
+        the detecting thread, which would otherwise wait for frames (each thread then has about half of
+        the pass's CPU: the decoder alone is nearly half)."""
         prev_thumb: np.ndarray | None = None
         last = -(10**9)
         for gf in iter_grid_frames(path, info.video.rotation or 0, max_width=DECODE_MAX_WIDTH,
@@ -306,22 +313,26 @@ def _analyse(path: str | Path, info: MediaInfo | None, *, stride: int, max_kept:
             if cut:
                 last = -(10**9)
             prepared = None
-            if gf.index - last >= stride:
-                # converted into a scratch buffer and reduced at once (pipeline.heap.scratch)
-                prepared = det.prepare(gf.region(slice(None), slice(None), transient=True))
+            detect = gf.index - last >= stride
+            if detect:
+                if backlog() >= PREPARE_BACKLOG:
+                    prepared = det.prepare(gf.region(slice(None), slice(None), transient=True))
                 last = gf.index
-            yield gf, cut, prepared
+            yield gf, cut, detect, prepared
 
     t = time.perf_counter()
     truncated = False
-    for gf, cut, prepared in prefetch(planned()):
+    for gf, cut, detect, prepared in prefetch(planned, PREFETCH_DEPTH):
         n = gf.index + 1
         if cut:
             cuts.append(gf.index)
             finalise(gf.index - 1)  # every earlier frame belongs to the closed scene
             tracker.cut()
         buffer.append(gf)
-        if prepared is not None:
+        if detect:
+            if prepared is None:
+                # converted into a scratch buffer and reduced at once (pipeline.heap.scratch)
+                prepared = det.prepare(gf.region(slice(None), slice(None), transient=True))
             td = time.perf_counter()
             tracker.update(gf.index, det.detect(prepared))
             t_detect += time.perf_counter() - td

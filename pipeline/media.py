@@ -9,7 +9,7 @@ is written to disk.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -341,12 +341,14 @@ def iter_grid_frames(path: str | Path, rotation: int = 0, fps: int = GRID_FPS,
             yield GridFrame(k, frame=decoded)
 
 
-def prefetch(items: Iterator, depth: int = 8) -> Iterator:
-    """Run ``items`` in a background thread, ``depth`` ahead of the consumer.
+def prefetch(make_items: Callable[[Callable[[], int]], Iterator], depth: int = 8) -> Iterator:
+    """Run the items of ``make_items(backlog)`` in a background thread, ``depth`` ahead of the consumer.
 
     Decoding (FFmpeg) and the consumer's work (onnxruntime, OpenCV) both release the GIL, so on two
-    cores they overlap instead of adding up. Errors in the producer are re-raised in the consumer; if the
-    consumer stops early, the producer is told to stop and the thread ends.
+    cores they overlap instead of adding up. ``backlog()`` tells the producer how many items wait for the
+    consumer, so that it can leave shareable work to a consumer that is waiting for it (an empty queue) and
+    take it on when the consumer falls behind (a full one). Errors in the producer are re-raised in the
+    consumer; if the consumer stops early, the producer is told to stop and the thread ends.
     """
     import queue
     import threading
@@ -357,7 +359,7 @@ def prefetch(items: Iterator, depth: int = 8) -> Iterator:
 
     def produce() -> None:
         try:
-            for item in items:
+            for item in make_items(q.qsize):
                 while not stop.is_set():
                     try:
                         q.put((item, None), timeout=0.1)
