@@ -179,7 +179,7 @@ def _inspect_video(path: Path) -> tuple[bool, int, bool]:
 
     The frame rate is judged from the timestamps of the first :data:`VFR_PROBE_FRAMES` packets (sorted, so
     B-frames' decoding order does not matter), and only the first frame is decoded (for its rotation, and to
-    refuse a file whose video cannot be decoded at all). Decoding the 120 frames instead cost 0.2-0.7 s before
+    refuse a file whose video cannot be decoded at all). Decoding the 120 frames instead cost 0.2-1.0 s before
     every analysis (720p to 1080p) and gave the same answers on every fixture and development clip.
     """
     times: list[Fraction] = []
@@ -214,7 +214,7 @@ def _inspect_video(path: Path) -> tuple[bool, int, bool]:
 
 
 def frame_rate_varies(times: list[Fraction]) -> bool:
-    """Whether frames ``times`` (sorted, in seconds) are spaced unevenly: the longest and the shortest
+    """Whether frames at ``times`` (sorted, in seconds) are spaced unevenly: the longest and the shortest
     interval more than 3 ms apart (a constant rate's timestamps are rounded to its time base, well within)."""
     deltas = [b - a for a, b in zip(times, times[1:]) if b > a]
     return bool(deltas) and (max(deltas) - min(deltas)) > Fraction(3, 1000)
