@@ -294,6 +294,11 @@ def _analyse(path: str | Path, info: MediaInfo | None, *, stride: int, max_kept:
                     acc.faces[gf.index] = cut_face_crop(gf, x, y, s)
         t_crop += time.perf_counter() - tc
 
+    def detector_input(gf: GridFrame) -> tuple:
+        """The detector's input for a frame: converted into a scratch buffer and reduced at once
+        (pipeline.heap.scratch), on whichever thread calls it."""
+        return det.prepare(gf.region(slice(None), slice(None), transient=True))
+
     def planned(backlog: Callable[[], int]) -> Iterator[tuple[GridFrame, bool, bool, tuple | None]]:
         """On the decoding thread: each frame, whether a scene cut starts there, whether it is to be detected
         (every ``stride``-th, and the first after a cut), and the detector's input when it was made here: the
@@ -316,7 +321,7 @@ def _analyse(path: str | Path, info: MediaInfo | None, *, stride: int, max_kept:
             detect = gf.index - last >= stride
             if detect:
                 if backlog() >= PREPARE_BACKLOG:
-                    prepared = det.prepare(gf.region(slice(None), slice(None), transient=True))
+                    prepared = detector_input(gf)
                 last = gf.index
             yield gf, cut, detect, prepared
 
@@ -330,9 +335,7 @@ def _analyse(path: str | Path, info: MediaInfo | None, *, stride: int, max_kept:
             tracker.cut()
         buffer.append(gf)
         if detect:
-            if prepared is None:
-                # converted into a scratch buffer and reduced at once (pipeline.heap.scratch)
-                prepared = det.prepare(gf.region(slice(None), slice(None), transient=True))
+            prepared = prepared or detector_input(gf)
             td = time.perf_counter()
             tracker.update(gf.index, det.detect(prepared))
             t_detect += time.perf_counter() - td

@@ -189,21 +189,15 @@ def _inspect_video(path: Path) -> tuple[bool, int, bool]:
         with open_container(path) as c:
             s = c.streams.video[0]
             s.thread_count = 1  # the first frame comes out without waiting for a pool of frame threads
-            for packet in c.demux(s):
-                if packet.size == 0:  # the demuxer's flush packet
-                    continue
+            for packet in c.demux(s):  # the last one is empty: decoding it flushes what the decoder holds
                 t = packet.pts if packet.pts is not None else packet.dts
-                if t is not None and s.time_base is not None:
+                if packet.size and t is not None and s.time_base is not None:
                     times.append(t * s.time_base)
                 if not decodable:
                     for frame in packet.decode():
                         rotation, decodable = _normalise_rotation(getattr(frame, "rotation", 0)), True
                         break
                 if decodable and len(times) >= VFR_PROBE_FRAMES + VFR_REORDER:
-                    break
-            if not decodable:  # a clip shorter than the decoder's delay: what it still holds
-                for frame in s.codec_context.decode(None):
-                    rotation, decodable = _normalise_rotation(getattr(frame, "rotation", 0)), True
                     break
     except (av.FFmpegError, ValueError) as exc:
         log.info("video decode failed while probing: %s", exc)
