@@ -206,21 +206,27 @@ def sparse_lag_curve(x: np.ndarray, start: int, feats: np.ndarray, lag_steps: np
     the many short reads of a timeline (each segment and its halves) cheap.
     """
     steps = np.asarray(lag_steps, dtype=np.int64)
+    # one pass gives every lag's moments; correlations cost by lag
+    return _sparse_curve(lag_moments(x, start, feats, steps), len(steps), len(x), stride, peaks)
+
+
+def _sparse_curve(mom: LagMoments | None, n_lags: int, n: int, stride: int = COARSE_STRIDE,
+                  peaks: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`sparse_lag_curve` from the moments of ``n`` frames at ``n_lags`` lags (None: no usable audio)."""
     stride = max(1, stride)
-    coarse = np.arange(0, len(steps), stride)
-    mom = lag_moments(x, start, feats, steps)  # one pass gives every lag's moments; correlations cost by lag
+    coarse = np.arange(0, n_lags, stride)
     if mom is None:
         return coarse, np.full(len(coarse), np.nan), np.zeros(len(coarse), int)
-    raw, cnt = _curve_at(mom, coarse, len(x)), mom.cnt[coarse]
+    raw, cnt = _curve_at(mom, coarse, n), mom.cnt[coarse]
     if not np.isfinite(raw).any():
         return coarse, raw, cnt
     d = np.nan_to_num(raw * np.sqrt(cnt), nan=-np.inf)
     padded = np.concatenate([[-np.inf], d, [-np.inf]])
     local = np.flatnonzero((d >= padded[:-2]) & (d >= padded[2:]) & np.isfinite(d))
     tops = coarse[local[np.argsort(d[local])[::-1][:peaks]]]
-    fine = np.unique(np.concatenate([np.arange(max(0, b - stride + 1), min(len(steps), b + stride)) for b in tops]))
+    fine = np.unique(np.concatenate([np.arange(max(0, b - stride + 1), min(n_lags, b + stride)) for b in tops]))
     fine = np.setdiff1d(fine, coarse)
-    raw_f, cnt_f = _curve_at(mom, fine, len(x)), mom.cnt[fine]
+    raw_f, cnt_f = _curve_at(mom, fine, n), mom.cnt[fine]
     scored = np.concatenate([d, np.nan_to_num(raw_f * np.sqrt(cnt_f), nan=-np.inf)])
     best = np.concatenate([coarse, fine])[int(np.argmax(scored))]  # a tie goes to the coarse lag
     keep = np.abs(fine - best) < stride  # the rest stays on the coarse grid, as peak_z expects
@@ -351,29 +357,61 @@ class CCAEngine:
         return False
 
     @staticmethod
-    def _half_curves(prep: CCAPrepared, feats: np.ndarray, steps: np.ndarray, lags: np.ndarray, lo: int, hi: int,
-                     peak_ms: float | None = None) -> list[tuple[np.ndarray, np.ndarray]] | None:
-        """Each half of the stretch ``lo:hi`` of the track's features on its own: its damped lag curve and the
-        lags it is read at; None when a half is too short or has no overlap with the sound. ``peak_ms``: read
-        every 4th lag and every one near it (a timeline segment); None: every lag."""
+    def _half_spans(lo: int, hi: int) -> list[tuple[int, int]] | None:
+        """The two halves of the stretch ``lo:hi`` of the track's features (None when a half is too short)."""
         half = (hi - lo) // 2
-        if half < MIN_HALF_FRAMES:
+        return None if half < MIN_HALF_FRAMES else [(lo, lo + half), (lo + half, hi)]
+
+    @staticmethod
+    def _paired(spans: list[tuple[int, int]] | None, moments: list[LagMoments | None]
+                ) -> list[tuple[LagMoments, int]] | None:
+        """(moments, length) of each half; None when there are no halves or one meets no usable audio."""
+        if spans is None or any(m is None for m in moments):
             return None
+        return [(m, b - a) for m, (a, b) in zip(moments, spans)]
+
+    def _half_moments(self, prep: CCAPrepared, feats: np.ndarray, steps: np.ndarray, lo: int, hi: int
+                      ) -> list[tuple[LagMoments, int]] | None:
+        """Each half of the stretch ``lo:hi`` of the track's features on its own: its moments at every lag of
+        ``steps`` and its length; None when a half is too short or meets no usable audio. The stretch's own
+        moments are their sum (:meth:`LagMoments.plus`), so the halves cost the stretch no extra pass."""
+        spans = self._half_spans(lo, hi)
+        return self._paired(spans, [self._span_moments(prep, feats, steps, a, b) for a, b in spans or []])
+
+    @staticmethod
+    def _span_moments(prep: CCAPrepared, feats: np.ndarray, steps: np.ndarray, a: int, b: int) -> LagMoments | None:
+        """The moments of features ``a:b`` with the audio they can meet within ``steps`` (None: no usable audio)."""
+        start, part = audio_around(feats, prep.track.start + a, b - a, int(np.abs(steps).max()))
+        return lag_moments(prep.features[a:b], start, part, steps)
+
+    @staticmethod
+    def _half_curves(halves: list[tuple[LagMoments, int]] | None, lags: np.ndarray,
+                     idx: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]] | None:
+        """Each half's damped lag curve at the lags ``idx`` (every lag when None) and the lags it is read at;
+        None when there are no halves or a half has no lag with enough overlap."""
+        if halves is None:
+            return None
+        idx = np.arange(len(lags)) if idx is None else idx
         out = []
-        for a, b in ((lo, lo + half), (lo + half, hi)):
-            start, part = audio_around(feats, prep.track.start + a, b - a, int(np.abs(steps).max()))
-            if peak_ms is not None:
-                near = np.flatnonzero(np.abs(lags - peak_ms) <= HALF_AGREE_MS)
-                idx = np.union1d(np.arange(0, len(steps), COARSE_STRIDE), near)
-                raw, cnt = lag_curve(prep.features[a:b], start, part, steps[idx])
-                at_lags = lags[idx]
-            else:
-                raw, cnt = lag_curve(prep.features[a:b], start, part, steps)
-                at_lags = lags
+        for mom, n in halves:
+            raw = _curve_at(mom, idx, n)
             if not np.isfinite(raw).any():
                 return None
-            out.append((damped(raw, cnt, b - a), at_lags))
+            out.append((damped(raw, mom.cnt[idx], n), lags[idx]))
         return out
+
+    @staticmethod
+    def _joined(halves: list[tuple[LagMoments, int]] | None, in_place: bool = False) -> LagMoments | None:
+        """The whole stretch's moments from its halves' (None without both); ``in_place``: summed into the
+        first half's arrays, once its curve is no longer needed (a long track's sums are tens of MB)."""
+        return None if halves is None else halves[0][0].plus(halves[1][0], in_place)
+
+    @staticmethod
+    def _full_curve(mom: LagMoments | None, n_lags: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`lag_curve` from the moments of ``n`` frames (None: no usable audio)."""
+        if mom is None:
+            return np.full(n_lags, np.nan), np.zeros(n_lags, int)
+        return _curve_at(mom, np.arange(n_lags), n), mom.cnt
 
     @staticmethod
     def _halves_z(curves: list[tuple[np.ndarray, np.ndarray]] | None, peak_ms: float) -> float:
@@ -444,23 +482,33 @@ class CCAEngine:
         search = max(MIN_SEARCH_MS, float(search_ms)) if whole else float(search_ms)
         steps = np.arange(-int(round(search / LAG_STEP_MS)), int(round(search / LAG_STEP_MS)) + 1)
         lags = all_lags = steps * LAG_STEP_MS
-        all_steps = steps
         feats, model_audio = self._features_at(prep, shift_ms)
         n = hi - lo
+        # The halves' moments at every lag; the stretch's own are their sum (read directly only without halves).
         if whole and n <= BESIDE_MAX_FRAMES:  # every lag: the whole track's curve is reported and plotted
-            # the halves' and the model's curves do not depend on the peak here: read them beside it
+            # the halves' and the model's curves do not depend on the peak here: read them on the two cores
+            spans = self._half_spans(lo, hi)
             with ThreadPoolExecutor(2, thread_name_prefix="cca") as pool:
-                halves = pool.submit(self._half_curves, prep, feats, steps, lags, lo, hi)
-                model = pool.submit(self._model_curve, prep, model_audio, steps, lo, hi)
-                raw, cnt = lag_curve(prep.features, prep.track.start, feats, steps)
-                half_curves, model_curve = halves.result(), model.result()
-        elif whole:
-            raw, cnt = lag_curve(prep.features, prep.track.start, feats, steps)
-            half_curves = self._half_curves(prep, feats, steps, lags, lo, hi)
+                halves = [pool.submit(self._span_moments, prep, feats, steps, a, b) for a, b in spans or []]
+                model_curve = self._model_curve(prep, model_audio, steps, lo, hi)
+                half_moments = self._paired(spans, [f.result() for f in halves])
+                curves = pool.submit(self._half_curves, half_moments, lags)
+                mom = self._joined(half_moments) or lag_moments(prep.features, prep.track.start, feats, steps)
+                raw, cnt = self._full_curve(mom, len(steps), n)
+                half_curves = curves.result()
+        elif whole:  # one thing at a time: a long track's FFT buffers are large
+            half_moments = self._half_moments(prep, feats, steps, lo, hi)
+            half_curves = self._half_curves(half_moments, lags)
+            mom = self._joined(half_moments, in_place=True) or lag_moments(prep.features, prep.track.start, feats,
+                                                                            steps)
+            del half_moments
+            raw, cnt = self._full_curve(mom, len(steps), n)
+            del mom
             model_curve = self._model_curve(prep, model_audio, steps, lo, hi)
         else:  # a stretch (a timeline segment): every 4th lag and every lag near the best
-            start, part = audio_around(feats, prep.track.start + lo, n, int(np.abs(steps).max()))
-            idx, raw, cnt = sparse_lag_curve(prep.features[lo:hi], start, part, steps)
+            half_moments = self._half_moments(prep, feats, steps, lo, hi)
+            mom = self._joined(half_moments) or self._span_moments(prep, feats, steps, lo, hi)
+            idx, raw, cnt = _sparse_curve(mom, len(steps), n)
             steps, lags = steps[idx], lags[idx]
         if n < 3 or not np.isfinite(raw).any():
             return Estimate(self.name, 0.0, 0.0, False, False, search, lags, np.zeros(len(lags)),
@@ -470,8 +518,10 @@ class CCAEngine:
         best = int(np.argmax(curve))
         lag = float(lags[best]) + parabolic_peak(curve, best, LAG_STEP_MS)
         z = peak_z(curve, lags, best)
-        if not whole:
-            half_curves = self._half_curves(prep, feats, all_steps, all_lags, lo, hi, float(lags[best]))
+        if not whole:  # the halves at every 4th lag and at every lag near the stretch's peak
+            near = np.flatnonzero(np.abs(all_lags - lags[best]) <= HALF_AGREE_MS)
+            half_curves = self._half_curves(half_moments, all_lags,
+                                            np.union1d(np.arange(0, len(all_lags), COARSE_STRIDE), near))
             model_curve = self._model_curve(prep, model_audio, steps, lo, hi)
         z_half = self._halves_z(half_curves, float(lags[best]))
         z_model = self._model_z(model_curve, lags, float(lags[best]))

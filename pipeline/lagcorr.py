@@ -91,6 +91,17 @@ class LagMoments:
     syy: np.ndarray
     sxy: np.ndarray
 
+    def plus(self, other: LagMoments, in_place: bool = False) -> LagMoments:
+        """The moments of two disjoint runs of frames taken together, lag by lag: every count and sum adds up,
+        so a stretch's moments come from its two halves' without a pass of their own. ``in_place``: into this
+        one's arrays (no third set of sums in memory; this one is then the total)."""
+        names = ("cnt", "sx", "sxx", "sy", "syy", "sxy")
+        if in_place:
+            for k in names:
+                getattr(self, k).__iadd__(getattr(other, k))
+            return self
+        return LagMoments(*(getattr(self, k) + getattr(other, k) for k in names))
+
     def covariances(self, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(Cxx, Cyy, Cxy) at the lags ``ok`` selects (a mask or indices; population covariances)."""
         c = self.cnt[ok].astype(np.float64)[:, None, None]

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from pipeline.analysis import analyse
-from pipeline.cca import CCAEngine, first_canonical_correlations, lag_curve, sparse_lag_curve
+from pipeline.cca import CCAEngine, _curve_at, first_canonical_correlations, lag_curve, sparse_lag_curve
 from pipeline.correct import write_shifted
-from pipeline.lagcorr import STEPS_PER_FRAME, audio_around, frame_window_means, moving_average, peak_z
+from pipeline.lagcorr import STEPS_PER_FRAME, audio_around, frame_window_means, lag_moments, moving_average, peak_z
 from pipeline.sync import SyncOptions, run_to_result, sync_video
 from syncnet.media import load_audio
 
@@ -269,6 +269,30 @@ def test_a_stretch_of_the_track_reads_the_same_from_its_slice_of_the_audio():
     sliced, cnt = lag_curve(x[lo:hi], start, part, steps)
     assert len(part) < len(feats) and np.array_equal(cnt, cnt_full)
     assert np.allclose(sliced, full, atol=1e-12, equal_nan=True)
+
+
+def test_a_stretchs_moments_are_the_sum_of_its_halves():
+    """The engine reads a stretch's curve from its two halves' moments (each read on its own slice of the
+    audio, as the halves' agreement needs them) added lag by lag: the same counts, the same sums, and so the
+    same curve as a pass over the whole stretch, wide lags with partial overlap included."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((300, 4))
+    feats = rng.standard_normal((STEPS_PER_FRAME * 330, 3))
+    steps = np.arange(-400, 401, 3)  # up to 50 frames: the overlap shrinks at both ends
+    lo, hi, start = 20, 270, 12
+    whole = lag_moments(x[lo:hi], start + lo, feats, steps)
+    parts = []
+    for a, b in ((lo, lo + 125), (lo + 125, hi)):
+        s0, part = audio_around(feats, start + a, b - a, int(np.abs(steps).max()))
+        parts.append(lag_moments(x[a:b], s0, part, steps))
+    joined = parts[0].plus(parts[1])
+    assert np.array_equal(joined.cnt, whole.cnt) and joined.cnt.min() < joined.cnt.max()
+    for k in ("sx", "sxx", "sy", "syy", "sxy"):
+        assert np.allclose(getattr(joined, k), getattr(whole, k), rtol=1e-12, atol=1e-9), k
+    in_place = parts[0].plus(parts[1], in_place=True)
+    assert in_place is parts[0] and np.array_equal(in_place.sxy, joined.sxy)
+    full, _ = lag_curve(x[lo:hi], start + lo, feats, steps)
+    assert np.allclose(_curve_at(joined, np.arange(len(steps)), hi - lo), full, atol=1e-12, equal_nan=True)
 
 
 def test_the_sparse_curve_reads_the_dense_curve_at_its_lags_and_finds_its_peak():
