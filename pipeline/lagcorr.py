@@ -98,7 +98,7 @@ class LagMoments:
         names = ("cnt", "sx", "sxx", "sy", "syy", "sxy")
         if in_place:
             for k in names:
-                getattr(self, k).__iadd__(getattr(other, k))
+                np.add(getattr(self, k), getattr(other, k), out=getattr(self, k))
             return self
         return LagMoments(*(getattr(self, k) + getattr(other, k) for k in names))
 
