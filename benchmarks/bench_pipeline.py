@@ -88,10 +88,9 @@ def floor_runner(clip: Path) -> tuple[Callable[[], float], str]:
         import imageio_ffmpeg
 
         cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(clip), "-f", "null", "-"]
-        timed(cmd)  # it runs here (else PyAV stands in)
-        return (lambda: timed(cmd)[0]), "ffmpeg CLI"
-    except (ImportError, RuntimeError):
+    except (ImportError, RuntimeError):  # no package, or no binary for this platform
         return (lambda: pyav_decode_floor(clip)), "PyAV decode (no ffmpeg CLI)"
+    return (lambda: timed(cmd)[0]), "ffmpeg CLI"
 
 
 def alongside(cmd: list[str], floor_once: Callable[[], float], repeat: int) -> tuple[float, float, str, float]:

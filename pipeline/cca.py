@@ -177,10 +177,15 @@ def lag_curve(x: np.ndarray, start: int, feats: np.ndarray, lag_steps: np.ndarra
     A +/-10 s search on a minute of video costs well under a second.
     """
     lags = np.asarray(lag_steps, dtype=np.int64)
-    mom = lag_moments(x, start, feats, lags)
+    return _full_curve(lag_moments(x, start, feats, lags), len(lags), len(x), min_overlap)
+
+
+def _full_curve(mom: LagMoments | None, n_lags: int, n: int,
+                min_overlap: float = MIN_OVERLAP) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`lag_curve` from the moments of ``n`` frames at ``n_lags`` lags (None: no usable audio)."""
     if mom is None:
-        return np.full(len(lags), np.nan), np.zeros(len(lags), int)
-    return _curve_at(mom, np.arange(len(lags)), len(x), min_overlap), mom.cnt
+        return np.full(n_lags, np.nan), np.zeros(n_lags, int)
+    return _curve_at(mom, np.arange(n_lags), n, min_overlap), mom.cnt
 
 
 def _curve_at(mom: LagMoments, idx: np.ndarray, n: int, min_overlap: float = MIN_OVERLAP) -> np.ndarray:
@@ -407,13 +412,6 @@ class CCAEngine:
         return None if halves is None else halves[0][0].plus(halves[1][0], in_place)
 
     @staticmethod
-    def _full_curve(mom: LagMoments | None, n_lags: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """:func:`lag_curve` from the moments of ``n`` frames (None: no usable audio)."""
-        if mom is None:
-            return np.full(n_lags, np.nan), np.zeros(n_lags, int)
-        return _curve_at(mom, np.arange(n_lags), n), mom.cnt
-
-    @staticmethod
     def _halves_z(curves: list[tuple[np.ndarray, np.ndarray]] | None, peak_ms: float) -> float:
         """How well each half of the stretch, on its own, supports the peak at ``peak_ms``: the smaller of the
         two halves' peak z at that lag (within 20 ms). A chance peak of mismatched audio is rarely shared by
@@ -494,7 +492,7 @@ class CCAEngine:
                 half_moments = self._paired(spans, [f.result() for f in halves])
                 curves = pool.submit(self._half_curves, half_moments, lags)
                 mom = self._joined(half_moments) or lag_moments(prep.features, prep.track.start, feats, steps)
-                raw, cnt = self._full_curve(mom, len(steps), n)
+                raw, cnt = _full_curve(mom, len(steps), n)
                 half_curves = curves.result()
         elif whole:  # one thing at a time: a long track's FFT buffers are large
             half_moments = self._half_moments(prep, feats, steps, lo, hi)
@@ -502,7 +500,7 @@ class CCAEngine:
             mom = self._joined(half_moments, in_place=True) or lag_moments(prep.features, prep.track.start, feats,
                                                                             steps)
             del half_moments
-            raw, cnt = self._full_curve(mom, len(steps), n)
+            raw, cnt = _full_curve(mom, len(steps), n)
             del mom
             model_curve = self._model_curve(prep, model_audio, steps, lo, hi)
         else:  # a stretch (a timeline segment): every 4th lag and every lag near the best
