@@ -1,9 +1,10 @@
 """The weight-free engine (``cca``): canonical correlation of mouth motion and speech, at every lag.
 
-No SyncNet weights. From the mouth crops of a face track: the velocity of 12 PCA components and of
-a vertical intensity profile (mouth darkness and 8 row bands, which follow the lips opening), and the
-mouth's optical flow (:func:`pipeline.lipmodel.mouth_flow`: the lips' motion itself, which brightness
-follows only as far as lighting allows); from the audio: the velocity of 13 MFCCs and of log energy in 5
+No SyncNet weights. From the mouth crops of a face track, held still against the head's own fast motion
+(:func:`pipeline.lipmodel.mouth_motion`): the velocity of 12 PCA components and of a vertical intensity
+profile (mouth darkness and 8 row bands, which follow the lips opening), and the mouth's optical flow less
+the head's motion (:func:`pipeline.lipmodel.mouth_flow`: the lips' motion itself, which brightness follows
+only as far as lighting allows); from the audio: the velocity of 13 MFCCs and of log energy in 5
 bands. Their first canonical correlation is computed at every lag on a 5 ms grid over +/-3 s or more,
 exactly and cheaply: the sums behind the per-lag covariances come from prefix sums and one FFT
 cross-correlation (:func:`lag_curve`), so a wide search costs little more than a narrow one
@@ -54,9 +55,9 @@ from .lipmodel import (
     PROFILE_BANDS,
     SUPPORT_WINDOW_MS,
     LipModel,
-    flow_runs,
+    MouthMotion,
     load_lip_model,
-    mouth_flow,
+    mouth_motion,
     mouth_profile,
     mouth_shape_velocity,
     projected_curve,
@@ -128,15 +129,16 @@ def mouth_profile_velocity(crops: np.ndarray) -> np.ndarray:
     return np.diff(mouth_profile(crops), axis=0)
 
 
-def visual_features(crops: np.ndarray, flow: np.ndarray | None = None,
+def visual_features(crops: np.ndarray, motion: MouthMotion | None = None,
                     profile_velocity: np.ndarray | None = None) -> np.ndarray:
-    """The engine's mouth-motion features at frame midpoints: PCA and profile velocity and the mouth's optical
-    flow (:func:`pipeline.lipmodel.mouth_flow`), high-passed. (n-1, 28). ``flow`` and ``profile_velocity``:
-    given when already computed (the engine takes them from what the lip model's inputs computed), else
-    computed here."""
-    flow = mouth_flow(crops) if flow is None else flow
-    profile_velocity = mouth_profile_velocity(crops) if profile_velocity is None else profile_velocity
-    parts = (mouth_pca_velocity(crops), profile_velocity, flow)
+    """The engine's mouth-motion features at frame midpoints: PCA and profile velocity of the steadied crops
+    and the mouth's optical flow (:func:`pipeline.lipmodel.mouth_motion`), high-passed. (n-1, 28).
+    ``motion`` and ``profile_velocity``: given when already computed (the engine takes them from what the
+    lip model's inputs computed), else computed here."""
+    motion = mouth_motion(crops) if motion is None else motion
+    steady = motion.crops
+    profile_velocity = mouth_profile_velocity(steady) if profile_velocity is None else profile_velocity
+    parts = (mouth_pca_velocity(steady), profile_velocity, motion.flow)
     return np.concatenate([highpass(v, GRID_FPS, CLIP_Z) for v in parts], axis=1)
 
 
@@ -341,19 +343,19 @@ class CCAEngine:
 
     def prepare(self, analysis: Analysis, track: FaceTrack) -> CCAPrepared:
         crops = track.mouth_crops
-        # The optical flow (two runs of frames, OpenCV releases the GIL) and the speech features at no shift
-        # (what the first reading needs) on two threads, the mouth's shape here: one core is never idle. On a
-        # track over 3 minutes the speech features wait for the first reading instead: made beside the visual
-        # ones, their spectra would add ~40 MB to the peak for a tenth of a second a minute.
-        with ThreadPoolExecutor(2, thread_name_prefix="prepare") as pool:
-            flows = [pool.submit(mouth_flow, run) for run in flow_runs(crops, 2)]
+        # The speech features at no shift (what the first reading needs) on a thread beside the optical flow
+        # (two runs of frames on two threads, OpenCV releases the GIL); the mouth's shape is read from the
+        # crops the flow steadies. On a track over 3 minutes the speech features wait for the first reading
+        # instead: made beside the visual ones, their spectra would add ~40 MB to the peak for a tenth of a
+        # second a minute.
+        with ThreadPoolExecutor(1, thread_name_prefix="prepare") as pool:
             speech = (pool.submit(self._speech_features, analysis.audio, 0.0) if len(crops) <= BESIDE_MAX_FRAMES
                       else None)
-            shape = mouth_shape_velocity(crops)  # its last columns are the profile's velocity: read once
-            flow = np.concatenate([f.result() for f in flows])
-            features = visual_features(crops, flow, shape[:, -(PROFILE_BANDS + 1):])
+            motion = mouth_motion(crops, workers=2)
+            shape = mouth_shape_velocity(motion.crops)  # its last columns are the profile's velocity: read once
+            features = visual_features(crops, motion, shape[:, -(PROFILE_BANDS + 1):])
             prep = CCAPrepared(track=track, audio=analysis.audio, features=features,
-                               model_features=self.lip_model.project_visual(visual_inputs(crops, flow, shape)))
+                               model_features=self.lip_model.project_visual(visual_inputs(crops, motion, shape)))
             if speech is not None:
                 prep.cache[0.0] = speech.result()
         return prep

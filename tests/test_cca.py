@@ -226,6 +226,55 @@ def test_mouth_flow_follows_the_lips_parting_and_closing():
     assert np.abs(sideways[:, 3]).max() < 0.1 * np.abs(flow[:, 3]).max()
 
 
+def test_steadied_crops_cancel_the_heads_jitter_and_keep_the_mouths_opening():
+    """A synthetic mouth opening and closing at 2 Hz while the whole face jitters by up to 3 px a frame (the
+    tracker's crop sits still between detections, the head does not): :func:`mouth_motion` reads the head's
+    motion, the steadied crops are nearer the still mouth, the opening is still there, and the flow's
+    vertical motion of the top third keeps little of the jitter."""
+    import cv2
+
+    from pipeline.lipmodel import head_path, mouth_motion
+
+    rng = np.random.default_rng(1)
+    big = cv2.GaussianBlur(rng.uniform(80, 180, (96, 128)).astype(np.float32), (5, 5), 0)
+    t = np.arange(75) / 25.0
+    gap = 6 + 5 * np.sin(2 * np.pi * 2 * t)
+    jitter = rng.uniform(-3, 3, (75, 2))  # where the mouth sits in the crop, frame by frame (px)
+
+    def frame(g: float, dx: float, dy: float) -> np.ndarray:
+        img = big.copy()
+        top, bottom = 48 - g / 2, 48 + g / 2
+        for y in range(96):
+            if top <= y < bottom:
+                img[y, 40:88] = 20
+            elif top - 6 <= y < top or bottom <= y < bottom + 6:
+                img[y, 40:88] = 120 + 3 * ((y * 7) % 11)
+        shift = np.float32([[1, 0, dx], [0, 1, dy]])
+        moved = cv2.warpAffine(img, shift, (128, 96), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        return np.clip(moved[16:80, 16:112], 0, 255).astype(np.uint8)  # the crop: 96x64 where the tracker put it
+
+    crops = np.stack([frame(g, *d) for g, d in zip(gap, jitter)])
+    still = np.stack([frame(g, 0.0, 0.0) for g in gap])
+    motion = mouth_motion(crops)
+    assert motion.crops.shape == crops.shape and motion.flow.shape == (74, 7) and motion.head.shape == (74, 2)
+    # the head's motion is read: it follows the jitter's frame-to-frame steps
+    assert np.corrcoef(motion.head[:, 1], np.diff(jitter[:, 1]))[0, 1] > 0.9
+    assert np.corrcoef(motion.head[:, 0], np.diff(jitter[:, 0]))[0, 1] > 0.9
+    # where it put the mouth: within a third of the jitter (the flow reads about 3/4 of a 3 px step)
+    residual = head_path(motion.head) - (jitter - jitter.mean(axis=0))
+    assert np.all(residual.std(axis=0) < 0.4 * jitter.std(axis=0))
+    inner = (slice(None), slice(8, 56), slice(8, 88))
+    before = np.abs(crops[inner].astype(float) - still[inner]).mean()
+    after = np.abs(motion.crops[inner].astype(float) - still[inner]).mean()
+    assert after < 0.6 * before  # nearer the still mouth than the jittering crops were
+    dark = (motion.crops[:, 24:40, 32:64] < 60).mean(axis=(1, 2))  # the dark gap's share: the opening
+    assert np.corrcoef(dark, gap)[0, 1] > 0.9
+    # per px of vertical jitter (0.5 px at the flow's 48x32): the head's motion takes most, the flow's top
+    # third keeps little of it (it kept all of it before the head's motion was taken out)
+    step = np.diff(jitter[:, 1]) / 2
+    assert np.polyfit(step, motion.head[:, 1] / 2, 1)[0] > 0.6 and np.polyfit(step, motion.flow[:, 0], 1)[0] < 0.3
+
+
 def test_canonical_correlation_finds_a_planted_relation():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((500, 4))

@@ -19,6 +19,7 @@ from pipeline.lipmodel import (
     fit_lip_model,
     load_lip_model,
     mouth_flow,
+    mouth_motion,
     mouth_shape,
     mouth_shape_velocity,
     paired_rows,
@@ -34,8 +35,8 @@ def test_the_shipped_model_is_small_and_fits_the_inputs():
     crops = np.random.default_rng(0).integers(0, 255, (30, 64, 96), dtype=np.uint8)
     width = mouth_shape(crops).shape[1] + mouth_flow(crops).shape[1]  # shape velocity and optical flow
     assert visual_inputs(crops).shape == (29, width * len(VISUAL_CONTEXT))
-    flow = mouth_flow(crops)
-    assert np.array_equal(visual_inputs(crops, flow, mouth_shape_velocity(crops)), visual_inputs(crops))
+    motion = mouth_motion(crops)
+    assert np.array_equal(visual_inputs(crops, motion, mouth_shape_velocity(motion.crops)), visual_inputs(crops))
     assert m.visual.shape[0] == visual_inputs(crops).shape[1]
     assert m.audio.shape[0] == audio_features(np.zeros(16000)).shape[1] * len(AUDIO_CONTEXT)
     assert m.visual.shape[1] == m.audio.shape[1] == len(m.rho)
@@ -131,16 +132,18 @@ def test_projecting_speech_equals_projecting_its_context_matrix():
 
 
 def _flow_frame_by_frame(crops: np.ndarray) -> np.ndarray:
-    """The flow summary written plainly, one pair of frames at a time (what ``mouth_flow`` computes in blocks)."""
+    """The flow summary written plainly, one pair of frames at a time (what ``mouth_flow`` computes in blocks):
+    the flow less the median flow of its top third rows (the head's own motion)."""
     import cv2
 
-    from pipeline.lipmodel import FLOW_PARAMS, FLOW_SIZE
+    from pipeline.lipmodel import FLOW_PARAMS, FLOW_SIZE, HEAD_ROWS
 
     small = [cv2.GaussianBlur(cv2.resize(c, FLOW_SIZE, interpolation=cv2.INTER_AREA), (3, 3), 0) for c in crops]
     w, h = FLOW_SIZE
     out = np.zeros((len(crops) - 1, 7))
     for i in range(len(out)):
         f = cv2.calcOpticalFlowFarneback(small[i], small[i + 1], None, *FLOW_PARAMS)
+        f = f - np.median(f[: int(h * HEAD_ROWS)].reshape(-1, 2), axis=0)
         centre = f[h // 8 : 7 * h // 8, w // 4 : 3 * w // 4]
         third = len(centre) // 3
         top, mid, bottom = (centre[a : a + third, :, 1].mean() for a in (0, third, 2 * third))
