@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import re
 import time
@@ -15,6 +16,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 from pipeline.correct import write_shifted
+from pipeline.verify import measure_shift
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIFTS = [-300.0, -190.0, -75.5, 0.0, 60.0, 145.5, 230.0, 310.0]
@@ -50,13 +52,20 @@ def test_eight_simultaneous_users_each_get_their_own_result(shifted_clips):
         results = [j.result(timeout=600) for j in jobs]
     finally:
         demo.close()
-    outputs = set()
+    reports = set()
     for (clip, expected), (_, _, _, _, corrected, report) in zip(shifted_clips, results):
         rep = json.loads(Path(report).read_text())
         assert rep["audio_lag_ms"] == pytest.approx(expected, abs=20.0), (clip.name, rep["reason"])
         assert rep["input"]["path"].endswith(".avi") and rep["job_id"]
-        outputs.update({corrected, report})
-    assert len(outputs) == 2 * len(SHIFTS), "every job has files of its own"
+        reports.add(report)
+        # the file this user got is this user's upload moved by this job's own correction
+        assert measure_shift(clip, Path(corrected)) == pytest.approx(rep["applied_shift_ms"], abs=1.0), clip.name
+    assert len(reports) == len(SHIFTS), "every job has a report of its own"
+    # Gradio keeps files by their content: two users share a corrected file only where the two corrections
+    # leave byte-identical files (the sound 60 ms late, measured 60 ms later, both moved by the same
+    # half-millisecond), so there are as many files as distinct contents
+    contents = {hashlib.sha256(Path(r[4]).read_bytes()).hexdigest() for r in results}
+    assert len({r[4] for r in results}) == len(contents)
     assert len({json.loads(Path(r[5]).read_text())["job_id"] for r in results}) == len(SHIFTS)
     root = Path(app.SETTINGS.temp_dir)
     assert not [p for p in root.glob("job-*") if not p.name.startswith("job-preview-")], "job folders removed"
