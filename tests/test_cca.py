@@ -194,6 +194,18 @@ def test_p_correct_is_in_every_estimate_of_the_json(capsys, fixtures_dir):
 
 # ----------------------------------------------------------------------------------------- building blocks
 
+def _draw_lips(img: np.ndarray, gap: float, centre_y: int, x0: int, x1: int) -> np.ndarray:
+    """``img`` with a synthetic mouth drawn in place: a dark gap ``gap`` px high around row ``centre_y``
+    between two 6 px lip bands, columns ``x0:x1``."""
+    top, bottom = centre_y - gap / 2, centre_y + gap / 2
+    for y in range(len(img)):
+        if top <= y < bottom:
+            img[y, x0:x1] = 20
+        elif top - 6 <= y < top or bottom <= y < bottom + 6:
+            img[y, x0:x1] = 120 + 3 * ((y * 7) % 11)
+    return img
+
+
 def test_mouth_flow_follows_the_lips_parting_and_closing():
     """A synthetic 96x64 mouth (a dark gap between two lips) opening and closing at 2 Hz, on a textured
     face: the flow's bottom-minus-top motion follows the opening's velocity, the vertical motion of the top
@@ -208,13 +220,7 @@ def test_mouth_flow_follows_the_lips_parting_and_closing():
     gap = 6 + 5 * np.sin(2 * np.pi * 2 * t)  # the opening, px
 
     def mouth(g: float, dx: float = 0.0) -> np.ndarray:
-        img = np.roll(skin, int(round(dx)), axis=1).copy()
-        top, bottom = 32 - g / 2, 32 + g / 2
-        for y in range(64):  # lips: 6 px bands above and below the gap, the gap dark
-            if top <= y < bottom:
-                img[y, 24:72] = 20
-            elif top - 6 <= y < top or bottom <= y < bottom + 6:
-                img[y, 24:72] = 120 + 3 * ((y * 7) % 11)
+        img = _draw_lips(np.roll(skin, int(round(dx)), axis=1).copy(), g, 32, 24, 72)
         return np.clip(img, 0, 255).astype(np.uint8)
 
     flow = mouth_flow(np.stack([mouth(g) for g in gap]))
@@ -242,13 +248,7 @@ def test_steadied_crops_cancel_the_heads_jitter_and_keep_the_mouths_opening():
     jitter = rng.uniform(-3, 3, (75, 2))  # where the mouth sits in the crop, frame by frame (px)
 
     def frame(g: float, dx: float, dy: float) -> np.ndarray:
-        img = big.copy()
-        top, bottom = 48 - g / 2, 48 + g / 2
-        for y in range(96):
-            if top <= y < bottom:
-                img[y, 40:88] = 20
-            elif top - 6 <= y < top or bottom <= y < bottom + 6:
-                img[y, 40:88] = 120 + 3 * ((y * 7) % 11)
+        img = _draw_lips(big.copy(), g, 48, 40, 88)
         shift = np.float32([[1, 0, dx], [0, 1, dy]])
         moved = cv2.warpAffine(img, shift, (128, 96), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         return np.clip(moved[16:80, 16:112], 0, 255).astype(np.uint8)  # the crop: 96x64 where the tracker put it
