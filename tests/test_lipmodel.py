@@ -166,3 +166,36 @@ def test_the_flow_in_blocks_and_on_threads_equals_the_frame_by_frame_flow(exampl
     for workers in (2, 3):
         assert np.array_equal(mouth_flow(crops, workers=workers), plain)
     assert mouth_flow(crops[:1], workers=2).shape == (0, 7) and np.array_equal(mouth_flow(crops[:2], 2), plain[:1])
+
+
+def test_openings_and_closings_each_read_the_lag_and_follow_a_shift(example):
+    """The by-eye check's two readings (benchmarks/sync_by_eye.py) on SyncNet's example (published -120 ms):
+    openings and closings each near it, and both moved by a 200 ms delay of the sound."""
+    from benchmarks.sync_by_eye import openings_and_closings
+    from syncnet.constants import SAMPLE_RATE
+
+    track = example.tracks[0]
+    pad = np.zeros((track.start,) + track.mouth_crops.shape[1:], track.mouth_crops.dtype)
+    crops = np.concatenate([pad, track.mouth_crops])
+    base = openings_and_closings(crops, example.audio, SAMPLE_RATE)
+    late = np.concatenate([np.zeros(SAMPLE_RATE // 5, example.audio.dtype), example.audio])[: len(example.audio)]
+    moved = openings_and_closings(crops, late, SAMPLE_RATE)
+    for key in ("openings", "closings", "both"):
+        assert abs(base[key][0] + 120) <= 40, (key, base[key])
+        assert abs(moved[key][0] - base[key][0] - 200) <= 20, (key, base[key], moved[key])
+        assert base[key][1] > 0.2
+
+
+def test_utterance_events_find_the_pauses_between_bursts():
+    """Ends and starts of speech around pauses of 300 ms or more; a 100 ms dip is not a pause."""
+    from benchmarks.sync_by_eye import loudness_db, utterance_events
+
+    rate = 16000
+    rng = np.random.default_rng(0)
+    loud = {(0.5, 1.4), (1.5, 2.5), (3.0, 4.0)}  # a 100 ms dip at 1.4 s, a 500 ms pause at 2.5 s
+    audio = rng.normal(0, 30, 5 * rate)
+    for a, b in loud:
+        audio[int(a * rate) : int(b * rate)] = rng.normal(0, 5000, int(b * rate) - int(a * rate))
+    ev = utterance_events(loudness_db(audio, rate))
+    assert len(ev.ends_s) == 2 and abs(ev.ends_s[0] - 2.5) < 0.03 and abs(ev.ends_s[1] - 4.0) < 0.03, ev
+    assert len(ev.starts_s) == 2 and abs(ev.starts_s[0] - 0.5) < 0.03 and abs(ev.starts_s[1] - 3.0) < 0.03, ev
