@@ -19,7 +19,7 @@ judge:
 
 Measured on the dev set (README, Engines): d13's sound runs on 4-5 frames after the lips close at each of
 its four utterance ends (SyncNet's in-sync example: none), and openings and closings read alike on most
-clips (d13 +260/+230 ms, d12 +90/+110, d14 +110/+120, SyncNet's example -120/-110).
+clips (d13 +260/+230 ms, d12 +90/+110, d14 +110/+120, d04 +110/+120, SyncNet's example -120/-110).
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.media import GRID_FPS  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +80,7 @@ def utterance_events(db: np.ndarray, hop_ms: float = HOP_MS) -> Events:
     return Events(ends, starts)
 
 
-def strip(crops: np.ndarray, db: np.ndarray, start_frame: int, fps: float = 25.0,
+def strip(crops: np.ndarray, db: np.ndarray, start_frame: int, fps: float = GRID_FPS,
           lag_ms: float = 0.0) -> np.ndarray:
     """The strip image: ``STRIP_FRAMES`` mouth crops from ``start_frame`` (2x tall), the loudness below."""
     import cv2
@@ -124,12 +126,21 @@ def openings_and_closings(crops: np.ndarray, audio: np.ndarray, rate: int) -> di
     from pipeline.lipmodel import mouth_motion
 
     opening = mouth_motion(crops, workers=2).flow[:, 3]  # lower lip against upper: > 0 opening
-    t_ms = (np.arange(len(opening)) + 0.5) * 40.0 - 12.5  # band_energy's rows are centred 12.5 ms late
+    t_ms = (np.arange(len(opening)) + 0.5) * 1000.0 / GRID_FPS - 12.5  # band_energy's rows are centred 12.5 ms late
+    # Full scale 1 rather than the engine's int16 scale, on purpose: band_energy's floor (a power of 1e3) then
+    # gates out all but loud speech, so only the voice's clear onsets and offsets count. At int16 scale the
+    # closings follow slow decays and noise too (d14 -20 ms, d05 -300 ms against +120 and -20 here).
     energy = band_energy(np.asarray(audio, np.float64) / 32768.0, len(audio) * 1000 // rate // int(HOP_MS))[:, 0]
     rising = np.convolve(np.gradient(energy), np.ones(8) / 8, "same")  # over one frame
     return {"openings": _best_lag(np.maximum(opening, 0), t_ms, np.maximum(rising, 0)),
             "closings": _best_lag(np.minimum(opening, 0), t_ms, np.minimum(rising, 0)),
             "both": _best_lag(opening, t_ms, rising)}
+
+
+def crops_from_frame_zero(track) -> np.ndarray:
+    """A track's mouth crops indexed by grid frame (black before the track starts), to line up with the audio."""
+    pad = np.zeros((track.start,) + track.mouth_crops.shape[1:], track.mouth_crops.dtype)
+    return np.concatenate([pad, track.mouth_crops])
 
 
 def _load(name: str) -> tuple[str, np.ndarray, np.ndarray]:
@@ -146,8 +157,7 @@ def _load(name: str) -> tuple[str, np.ndarray, np.ndarray]:
     if not a.tracks:
         raise SystemExit(f"{name}: no face track to look at")
     track = max(a.tracks, key=lambda t: len(t.mouth_crops))
-    pad = np.zeros((track.start,) + track.mouth_crops.shape[1:], track.mouth_crops.dtype)
-    return Path(name).stem, np.concatenate([pad, track.mouth_crops]), a.audio
+    return Path(name).stem, crops_from_frame_zero(track), a.audio
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label}: " + "; ".join(f"{k} {lag:+.0f} ms (r {r:.2f})" for k, (lag, r) in lags.items()))
         for kind, times in (("end", ev.ends_s), ("start", ev.starts_s)):
             for t in times:
-                first = max(0, int(round((t - STRIP_LEAD_S) * 25)))
+                first = max(0, int(round((t - STRIP_LEAD_S) * GRID_FPS)))
                 path = args.out / f"{label}_{kind}_{t:06.2f}s.png"
                 cv2.imwrite(str(path), strip(crops, db, first, lag_ms=args.lag_ms))
                 print(f"  utterance {kind} at {t:6.2f} s: {path}")
