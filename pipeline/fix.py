@@ -133,7 +133,8 @@ def warp_from_drift(drift: Drift) -> AudioWarp:
         raise ValueError(f"no warp for a drift of kind {drift.kind!r}")
     at_zero = drift.start_lag_ms - drift.ms_per_minute * (drift.start_s or 0.0) / 60.0
     return AudioWarp(at_zero, drift.ms_per_minute,
-                     steps=tuple(WarpStep(s.at_s, s.after_ms - s.before_ms) for s in drift.steps))
+                     steps=tuple(WarpStep(s.at_s, s.after_ms - s.before_ms, s.earliest_s, s.latest_s)
+                                      for s in drift.steps))
 
 
 def _verify_along(path: Path, written: Path, warp: AudioWarp) -> dict:

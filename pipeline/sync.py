@@ -25,7 +25,7 @@ from .engines import ENGINES, EngineChoice, select_engines
 from .errors import UserError
 from .estimates import Engine, Estimate
 from .media import MediaInfo
-from .timeline import DEFAULT_SEGMENT_S, MIN_SEGMENT_S, Drift, Segment, fit_drift, measure_timeline
+from .timeline import DEFAULT_SEGMENT_S, MIN_SEGMENT_S, Drift, Segment, fit_drift, locate_steps, measure_timeline
 
 log = logging.getLogger(__name__)
 
@@ -347,6 +347,7 @@ def sync_video(path: str | Path, engine: Engine | EngineChoice | None = None, op
         at = last.audio_lag_ms if far else 0.0
         timeline = measure_timeline(deciding, deciding_prep, chosen, at, search, opts.segment_s)
         drift = fit_drift(timeline) if timeline else Drift("none", f"{deciding.name} reads no timeline")
+        drift = locate_steps(deciding, deciding_prep, chosen, drift, at)
         base["timings"]["timeline_s"] = time.perf_counter() - tt
     decision, reason = decide(deciding_first, last.audio_lag_ms, opts.tolerance_ms, opts.max_search_ms)
     if cross and cross.get("agree") is False:

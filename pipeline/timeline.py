@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -46,6 +46,11 @@ MIN_IMPROVEMENT = 2.0
 MIN_STEP_SIDE = 2
 #: Share of the confident segments a fit is judged on (the rest may be outliers: wrong peaks).
 TRIM = 0.8
+#: A step found between two segments' middles is then placed by short probes (this long, every
+#: STEP_PROBE_HOP_S) from a little before that interval to a little after (STEP_PROBE_MARGIN_S each side).
+STEP_PROBE_S = 3.0
+STEP_PROBE_HOP_S = 0.5
+STEP_PROBE_MARGIN_S = 2.5
 
 
 @dataclass(frozen=True)
@@ -73,9 +78,14 @@ class Segment:
 
 @dataclass(frozen=True)
 class Step:
-    at_s: float
+    at_s: float  #: the middle of the interval below (the fit's best single time)
     before_ms: float
     after_ms: float
+    #: The step lies between these: the middles of the confident segments either side of it (a segment reads
+    #: the side that holds most of its speech). Segments overlap by half, so this is a few seconds wide, and
+    #: the edit that undoes the step is placed at the quietest moment anywhere in it (:mod:`pipeline.warp`).
+    earliest_s: float = 0.0
+    latest_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -258,12 +268,85 @@ def fit_drift(segments: list[Segment]) -> Drift:
         also = f", drifting {sl * 60:+.1f} ms per minute throughout" if sl else ""
         return Drift("steps", f"the lag steps from {before:+.0f} ms to {after:+.0f} ms at {at:.1f} s{also}, {n} "
                               f"confident segments within {res:.0f} ms of the fit", ms_per_minute=sl * 60,
-                     start_lag_ms=a, end_lag_ms=b + sl * (t[-1] - t0), steps=[Step(at, before, after)],
-                     residual_ms=res, segments_used=n, start_s=t0, end_s=float(t[-1]))
+                     start_lag_ms=a, end_lag_ms=b + sl * (t[-1] - t0),
+                     steps=[Step(at, before, after, float(t[k - 1]), float(t[k]))], residual_ms=res,
+                     segments_used=n, start_s=t0, end_s=float(t[-1]))
     return Drift("none", f"one constant lag fits: {n} confident segments within {res_none:.0f} ms of "
                          f"{const:+.0f} ms (no drift or step larger than {MIN_CHANGE_MS:.0f} ms stands out)",
                  start_lag_ms=const, end_lag_ms=const, residual_ms=res_none, segments_used=n,
                  start_s=t0, end_s=float(t[-1]))
+
+
+# ------------------------------------------------------------------------------------------- placing steps
+
+def split_time(centres: np.ndarray, towards_after: np.ndarray) -> int | None:
+    """Where a step falls among probes at ``centres`` (sorted): the index of the first probe after it, chosen
+    so that the probes before it lean most to the lag before and the ones after it to the lag after
+    (``towards_after``: how much better each probe's stretch fits the lag after than the lag before). None
+    with fewer than two probes. Pure, so it is tested alone."""
+    d = np.asarray(towards_after, float)
+    if len(d) < 2:
+        return None
+    # J(k) = -sum(d[:k]) + sum(d[k:]) for k = 1 .. n-1
+    before = np.cumsum(d)[:-1]
+    score = -before + (d.sum() - before)
+    return int(np.argmax(score)) + 1
+
+
+def _leaning(est: Estimate, before_ms: float, after_ms: float) -> float | None:
+    """How much better the probe's curve fits ``after_ms`` than ``before_ms`` (residual lags), in units of
+    the curve's own spread; None where the curve reaches neither."""
+    lags, curve = np.asarray(est.lags_ms, float), np.asarray(est.curve, float)
+    ok = np.isfinite(curve)
+    if est.windows == 0 or ok.sum() < 3 or not (lags[ok][0] <= min(before_ms, after_ms)
+                                                and max(before_ms, after_ms) <= lags[ok][-1]):
+        return None
+    c = np.interp([before_ms, after_ms], lags[ok], curve[ok])
+    sd = float(curve[ok].std()) or 1.0
+    diff = (c[1] - c[0]) / sd
+    return -diff if est.best_is_min else diff
+
+
+def locate_steps(engine: Engine, prepared: Any, track: FaceTrack, drift: Drift, shift_ms: float) -> Drift:
+    """``drift`` with each step placed by short probes across the interval the segments leave for it.
+
+    Segments overlap by half, so a step is only known to lie between the middles of the segments either
+    side (:attr:`Step.earliest_s` .. :attr:`Step.latest_s`, 5 s with 10 s segments), and a segment that
+    straddles it reads whichever side holds most of its speech. Probes of :data:`STEP_PROBE_S` every
+    :data:`STEP_PROBE_HOP_S` over that interval (and :data:`STEP_PROBE_MARGIN_S` beyond) each say whether
+    their stretch fits the lag before or the lag after better (their curve at the two lags), and the step
+    goes where the probes change their mind (:func:`split_time`). Engines that say ``locates_steps`` are
+    probed (the weight-free one: a probe costs milliseconds); others keep the segments' interval.
+    """
+    span_fn = getattr(engine, "measure_span", None)
+    if drift.kind != "steps" or span_fn is None or not getattr(engine, "locates_steps", False):
+        return drift
+    half = int(round(STEP_PROBE_S * GRID_FPS / 2))
+    placed = []
+    for step in drift.steps:
+        slope = drift.ms_per_minute / 60000.0  # ms per ms of video
+        lo = max(track.start / GRID_FPS + STEP_PROBE_S / 2, step.earliest_s - STEP_PROBE_MARGIN_S)
+        hi = min((track.end + 1) / GRID_FPS - STEP_PROBE_S / 2, step.latest_s + STEP_PROBE_MARGIN_S)
+        centres, leaning = [], []
+        for c in np.arange(lo, hi + 1e-9, STEP_PROBE_HOP_S):
+            f = int(round(c * GRID_FPS))
+            est = span_fn(prepared, f - half, f + half, shift_ms, 0.0)
+            drifted = slope * (c - step.at_s) * 1000.0
+            lean = _leaning(est, step.before_ms + drifted - shift_ms, step.after_ms + drifted - shift_ms)
+            if lean is not None:
+                centres.append(float(c))
+                leaning.append(lean)
+        k = split_time(np.array(centres), np.array(leaning))
+        if k is None:
+            placed.append(step)
+            continue
+        at = (centres[k - 1] + centres[k]) / 2
+        log.info("step placed at %.2f s by %d probes (the segments left %.1f-%.1f s)", at, len(centres),
+                 step.earliest_s, step.latest_s)
+        placed.append(replace(step, at_s=at, earliest_s=centres[k - 1], latest_s=centres[k]))
+    moved = [f"{p.at_s:.1f} s" for p, s in zip(placed, drift.steps) if p.at_s != s.at_s]
+    reason = drift.reason + (f"; short readings across it place it at {', '.join(moved)}" if moved else "")
+    return replace(drift, steps=placed, reason=reason)
 
 
 # ------------------------------------------------------------------------------------------- in words

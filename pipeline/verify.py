@@ -24,6 +24,9 @@ MEASURE_RATE = 16000
 MEASURE_SECONDS = 60.0
 #: Audio quieter than this (peak, int16 units) counts as silence: there is nothing to correlate.
 SILENCE_PEAK = 8
+#: A planned lag that jumps by more than this between two 10 ms moments is a step (an edit), not a drift
+#: (150 ms/min of drift moves it 0.025 ms in 10 ms).
+STEP_JUMP_MS = 20.0
 
 
 def _overlap_energy(cum_a: np.ndarray, cum_b: np.ndarray, lags: np.ndarray, len_a: int,
@@ -139,11 +142,22 @@ class WindowShift:
     def expected(self, lag_at: Callable[[float], float]) -> float:
         """What a planned lag that changes within the window should read here: the plan averaged over the
         window with the weights the cross-correlation gives each moment. With 150 ms/min of drift, a window
-        whose speech sits in its first half reads several ms off the plan at its middle, and rightly so."""
+        whose speech sits in its first half reads several ms off the plan at its middle, and rightly so.
+
+        A step of the plan within the window (an edit: the lag jumps by more than STEP_JUMP_MS) is not
+        averaged: the two sides' sounds are then shifted apart, and the correlation peaks at the side with
+        more weight (the other side makes a second, lower peak), so that side's average is what it reads."""
         total = float(self.weights.sum())
         if total <= 0:
             return float(lag_at(self.at_s))
-        return float(np.dot(self.weights, [lag_at(float(t)) for t in self.times_s]) / total)
+        plan = np.array([lag_at(float(t)) for t in self.times_s])
+        jumps = np.abs(np.diff(plan))
+        if len(jumps) and jumps.max() > STEP_JUMP_MS:
+            k = int(np.argmax(jumps)) + 1
+            side = slice(0, k) if self.weights[:k].sum() >= self.weights[k:].sum() else slice(k, None)
+            if self.weights[side].sum() > 0:
+                return float(np.dot(self.weights[side], plan[side]) / self.weights[side].sum())
+        return float(np.dot(self.weights, plan) / total)
 
 
 def windows_along(original: Path, corrected: Path, window_s: float = 10.0, max_ms: float = 2500.0,

@@ -5,7 +5,8 @@ A lag ``lag(t) = lag_ms + ms_per_minute * t / 60`` (t in seconds of video) is a 
 runs ``1 + ms_per_minute / 60000`` times too slow, so it is resampled by exactly that ratio with libsoxr's
 very-high-quality resampler (a 0.1 % clock fix changes the pitch by 1.7 cents: inaudible, and exactly what
 the mismatch did). A step of the lag at an edit is undone by cutting out (lag grows) or inserting silence
-(lag shrinks) at the quietest moment within a second of the step, with 10 ms cross-fades. The constant
+(lag shrinks) at the quietest moment between the earliest and the latest time the timeline allows for the
+step (and at least within a second of its best time), with 10 ms cross-fades. The constant
 part is the writer's ordinary sample shift (:mod:`pipeline.correct`).
 """
 
@@ -20,7 +21,8 @@ log = logging.getLogger(__name__)
 
 #: Cross-fade on each side of a cut or an inserted silence.
 FADE_S = 0.010
-#: A step's edit is placed at the quietest moment within this distance of the step.
+#: A step's edit is placed at the quietest moment within its interval, and at least within this distance of
+#: its best time.
 QUIET_SEARCH_S = 1.0
 #: Window over which "quiet" is judged.
 QUIET_WINDOW_S = 0.020
@@ -30,6 +32,15 @@ QUIET_WINDOW_S = 0.020
 class WarpStep:
     at_s: float  #: video time of the step
     delta_ms: float  #: how much the lag grows there (negative: shrinks)
+    #: the interval (video time) the step may lie in; the edit goes at its quietest moment (None: at_s +/- 1 s)
+    earliest_s: float | None = None
+    latest_s: float | None = None
+
+    def search_s(self) -> tuple[float, float]:
+        """How far before and after ``at_s`` the edit's quietest moment is looked for."""
+        before = QUIET_SEARCH_S if self.earliest_s is None else max(QUIET_SEARCH_S, self.at_s - self.earliest_s)
+        after = QUIET_SEARCH_S if self.latest_s is None else max(QUIET_SEARCH_S, self.latest_s - self.at_s)
+        return before, after
 
 
 @dataclass(frozen=True)
@@ -109,12 +120,11 @@ class WarpStage:
             import soxr
 
             self.resampler = soxr.ResampleStream(rate * warp.ratio, rate, channels, dtype="float32", quality="VHQ")
-        # steps as (output index, samples the lag grows by), in the order they come
-        self.edits = sorted((int(round(s.at_s * rate)) - origin, int(round(s.delta_ms * rate / 1000)))
-                            for s in warp.steps)
-        self.edits = [(p, n) for p, n in self.edits if n != 0]
+        # steps as (output index, samples the lag grows by, samples searched before and after), in order
+        self.edits = sorted((int(round(s.at_s * rate)) - origin, int(round(s.delta_ms * rate / 1000)),
+                             *(int(round(x * rate)) for x in s.search_s())) for s in warp.steps)
+        self.edits = [e for e in self.edits if e[1] != 0]
         self.fade = int(round(FADE_S * rate))
-        self.search = int(round(QUIET_SEARCH_S * rate))
         self.window = int(round(QUIET_WINDOW_S * rate))
         self.buf = np.zeros((channels, 0), self.dtype)
         self.origin = origin
@@ -136,12 +146,12 @@ class WarpStage:
         self.buf = np.concatenate([self.buf, self._resample(data, last)], axis=1)
         out = []
         while self.edits:
-            p, n = self.edits[0]
-            need = p + self.search + max(n, 0) + self.window + self.fade - self.base
+            p, n, before, after = self.edits[0]
+            need = p + after + max(n, 0) + self.window + self.fade - self.base
             if self.buf.shape[1] < need and not last:
                 break
             rel = p - self.base
-            at = quietest(self.buf, rel - self.search, rel + self.search, max(n, 0), self.window)
+            at = quietest(self.buf, rel - before, rel + after, max(n, 0), self.window)
             at = max(at, 0)
             self.buf = cut(self.buf, at, n, self.fade) if n > 0 else insert_silence(self.buf, at, -n, self.fade)
             t = (self.origin + self.base + at - self.removed) / self.rate
@@ -156,13 +166,14 @@ class WarpStage:
             self.removed += n
             self.edits.pop(0)
             # the later steps are given in video time: in this stream they sit n samples further on
-            self.edits = [(q + n, m) for q, m in self.edits]
+            self.edits = [(q + n, m, b, a) for q, m, b, a in self.edits]
         if not self.edits or last:
             out.append(self.buf)
             self.base += self.buf.shape[1]
             self.buf = self.buf[:, :0]
         else:  # hold back what the next edit may still need to look at
-            hold = min(self.buf.shape[1], max(0, self.edits[0][0] - self.search - self.window - self.fade - self.base))
+            p, _, before, _ = self.edits[0]
+            hold = min(self.buf.shape[1], max(0, p - before - self.window - self.fade - self.base))
             out.append(self.buf[:, :hold])
             self.buf = self.buf[:, hold:]
             self.base += hold

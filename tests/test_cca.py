@@ -15,7 +15,16 @@ import numpy as np
 import pytest
 
 from pipeline.analysis import analyse
-from pipeline.cca import CCAEngine, _curve_at, first_canonical_correlations, lag_curve, sparse_lag_curve
+from pipeline.cca import (
+    CCAEngine,
+    _curve_at,
+    audio_features,
+    band_energy,
+    first_canonical_correlations,
+    lag_curve,
+    sparse_lag_curve,
+    speech_gate,
+)
 from pipeline.correct import write_shifted
 from pipeline.lagcorr import STEPS_PER_FRAME, audio_around, frame_window_means, lag_moments, moving_average, peak_z
 from pipeline.sync import SyncOptions, run_to_result, sync_video
@@ -382,3 +391,26 @@ def test_sub_frame_audio_sampling_gives_sub_frame_lags(tmp_path, fixtures_dir):
     base = eng.measure(prep, 0.0, 1000).audio_lag_ms
     moved = eng.measure(prep, 17.5, 1000).audio_lag_ms  # audio moved 17.5 ms earlier in memory
     assert base - moved == pytest.approx(17.5, abs=3.0)
+
+
+def test_the_speech_gate_keeps_speech_and_silences_the_pauses_noise():
+    """Room noise in a pause changes its MFCCs as fast as speech does; gated, it weighs (almost) nothing,
+    while the speech around it keeps its features whole."""
+    rng = np.random.default_rng(3)
+    sr = 16000
+    t = np.arange(sr) / sr
+    speech = 3000 * np.sin(2 * np.pi * 180 * t) * (1.5 + np.sin(2 * np.pi * 4 * t)) + rng.normal(0, 300, sr)
+    pause = rng.normal(0, 20, sr)  # about 40 dB below the speech
+    audio = np.concatenate([speech, pause, speech])
+    feats = audio_features(audio)
+    rows = len(feats) // 3
+    loud = np.abs(feats[rows // 4 : 3 * rows // 4]).mean()
+    quiet = np.abs(feats[rows + rows // 4 : 2 * rows - rows // 4]).mean()
+    assert loud > 0.3 and quiet < 0.05 * loud
+    energy = band_energy(audio, len(feats))[:, 0]
+    gate = speech_gate(energy)
+    speaking = gate[rows // 4 : 3 * rows // 4]
+    assert speaking.mean() > 0.9 and speaking.min() > 0.5  # speech passes, its quieter moments too
+    assert gate[rows + rows // 4 : 2 * rows - rows // 4].max() < 0.2  # the pause's noise does not
+    # the gate is relative to the clip's own loud level: the same clip 30 dB quieter is gated alike
+    assert np.allclose(speech_gate(band_energy(audio / 31.6, len(feats))[:, 0]), gate, atol=0.05)

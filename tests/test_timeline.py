@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pipeline.sync import SyncOptions, run_to_result, sync_video
-from pipeline.timeline import Segment, fit_drift, segment_spans
+from pipeline.timeline import Segment, fit_drift, segment_spans, split_time
 
 RATE = 16000
 
@@ -45,6 +45,20 @@ def test_fit_finds_a_line_and_a_step():
     step = fit_drift(_segments(steps))
     assert step.kind == "steps" and len(step.steps) == 1
     assert abs(step.steps[0].at_s - 80) <= 5 and abs(step.steps[0].after_ms - step.steps[0].before_ms - 250) < 15
+    # the segments either side bound it: it lies between their middles
+    assert step.steps[0].earliest_s < 80 <= step.steps[0].latest_s
+    assert step.steps[0].latest_s - step.steps[0].earliest_s == 5.0
+
+
+def test_a_step_goes_where_the_probes_change_their_mind():
+    centres = np.arange(20.0, 40.0, 0.5)
+    rng = np.random.default_rng(4)
+    leaning = np.where(centres < 31.0, -1.0, 1.0) + rng.normal(0, 0.6, len(centres))
+    k = split_time(centres, leaning)
+    assert abs((centres[k - 1] + centres[k]) / 2 - 31.0) <= 1.0
+    assert split_time(centres[:1], leaning[:1]) is None
+    # all leaning one way: the split sits at the edge that side is not on
+    assert split_time(centres, np.ones(len(centres))) == 1
 
 
 def test_too_few_segments_is_none_with_the_reason():
@@ -118,7 +132,9 @@ def test_a_step_at_an_edit_is_found_where_it_is(d12):
     drift = report["drift"]
     assert drift["kind"] == "steps", drift
     (step,) = drift["steps"]
-    assert abs(step["at_s"] - 30.0) <= 3.0
+    # the segments (10 s, every 5 s) leave it a 5 s interval; short probes across it place it
+    assert abs(step["at_s"] - 30.0) <= 1.0 and step["earliest_s"] <= step["at_s"] <= step["latest_s"]
+    assert "short readings" in drift["reason"]
     assert abs(step["before_ms"] - base) <= 40 and abs(step["after_ms"] - (base + 250)) <= 40
 
 
@@ -361,3 +377,18 @@ def test_an_unconfident_reading_does_not_move_the_segments_search(example_avi, r
     measured = [s["measured_lag_ms"] for s in report["timeline"] if s["measured_lag_ms"] is not None]
     assert measured and all(abs(m) <= first["search_ms"] + 1e-6 for m in measured)
     assert any(m > 0 for m in measured)  # a search centred on -2 s could not read a positive lag
+
+
+def test_a_window_across_an_edit_is_held_to_the_side_it_reads():
+    """The correlation of a window that holds an edit peaks at the side with more weight, not at the average
+    of the two sides' shifts; a drift within a window is averaged."""
+    from pipeline.verify import WindowShift
+
+    times = np.arange(0.0, 10.0, 0.01)
+    step = lambda t: 30.0 + (257.0 if t >= 8.0 else 0.0)  # noqa: E731
+    even = WindowShift(5.0, 0.0, times, np.ones(len(times)))
+    assert even.expected(step) == pytest.approx(30.0)  # 8 s before the edit outweigh 2 s after
+    late = WindowShift(5.0, 0.0, times, np.where(times >= 8.0, 10.0, 1.0))
+    assert late.expected(step) == pytest.approx(287.0)  # the 2 s after, louder, are what it reads
+    drift = lambda t: 30.0 + 2.5 * t  # noqa: E731  (150 ms per minute)
+    assert even.expected(drift) == pytest.approx(30.0 + 2.5 * times.mean())
