@@ -84,8 +84,8 @@ class Step:
     #: The step lies between these: the middles of the confident segments either side of it (a segment reads
     #: the side that holds most of its speech). Segments overlap by half, so this is a few seconds wide, and
     #: the edit that undoes the step is placed at the quietest moment anywhere in it (:mod:`pipeline.warp`).
-    earliest_s: float = 0.0
-    latest_s: float = 0.0
+    earliest_s: float | None = None
+    latest_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,8 @@ class Drift:
         for k in ("ms_per_minute", "start_lag_ms", "end_lag_ms", "residual_ms", "start_s", "end_s"):
             if d[k] is not None:
                 d[k] = round(float(d[k]), 3)
-        d["steps"] = [{k: round(float(v), 3) for k, v in asdict(s).items()} for s in self.steps]
+        d["steps"] = [{k: None if v is None else round(float(v), 3) for k, v in asdict(s).items()}
+                      for s in self.steps]
         return d
 
 
@@ -324,6 +325,9 @@ def locate_steps(engine: Engine, prepared: Any, track: FaceTrack, drift: Drift, 
     half = int(round(STEP_PROBE_S * GRID_FPS / 2))
     placed = []
     for step in drift.steps:
+        if step.earliest_s is None or step.latest_s is None:
+            placed.append(step)
+            continue
         slope = drift.ms_per_minute / 60000.0  # ms per ms of video
         lo = max(track.start / GRID_FPS + STEP_PROBE_S / 2, step.earliest_s - STEP_PROBE_MARGIN_S)
         hi = min((track.end + 1) / GRID_FPS - STEP_PROBE_S / 2, step.latest_s + STEP_PROBE_MARGIN_S)
