@@ -211,6 +211,27 @@ def test_warp_stage_streams_as_one_piece_and_cuts_in_the_pause():
     assert np.allclose(whole[:, pause[1] :], resampled[:, pause[1] + n :], atol=1e-2)  # after: 100 ms earlier
 
 
+
+def test_a_steps_edit_is_looked_for_over_its_whole_interval():
+    """A step the timeline places between 1.5 and 5.5 s, best guess 2.5 s, with the only pause at 4.6 s: the
+    edit goes into that pause, chunked as whole; with no interval (+/-1 s) it cannot reach it."""
+    from pipeline.warp import AudioWarp, WarpStage, WarpStep
+
+    rate = 8000
+    x = np.random.default_rng(5).normal(0, 1000, (1, 8 * rate)).astype(np.float32)
+    x[:, int(4.6 * rate) : int(4.9 * rate)] = 0  # the pause
+    within = AudioWarp(0.0, 0.0, (WarpStep(2.5, 100.0, 1.5, 5.5),))
+    stage = WarpStage(within, rate, 1, np.float32, 0)
+    chunked = np.concatenate([stage.push(x[:, i : i + 1000], last=i + 1000 >= x.shape[1])
+                              for i in range(0, x.shape[1], 1000)], axis=1)
+    whole_stage = WarpStage(within, rate, 1, np.float32, 0)
+    assert np.array_equal(chunked, whole_stage.push(x, last=True))
+    assert 4.6 <= stage.applied[0][0] <= 4.8
+    near = WarpStage(AudioWarp(0.0, 0.0, (WarpStep(2.5, 100.0),)), rate, 1, np.float32, 0)
+    near.push(x, last=True)
+    assert 1.5 <= near.applied[0][0] <= 3.5
+
+
 def _fix(tmp_path, capsys, src, *extra):
     from pipeline.cli import main
 
