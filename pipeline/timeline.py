@@ -7,8 +7,8 @@ face track, on the analysis already done (no second decode, no second face detec
 (cuts). A changing lag is a claim, so the constant (``none``) is kept unless the confident segments
 clearly need more, by margins that match the precision of a constant answer.
 
-Pure maths (:func:`segment_spans`, :func:`fit_drift` and its helpers) is apart from the one function that
-calls an engine (:func:`measure_timeline`).
+Pure maths (:func:`segment_spans`, :func:`fit_drift`, :func:`split_time` and their helpers) is apart from the
+two functions that call an engine (:func:`measure_timeline`, :func:`locate_steps`).
 """
 
 from __future__ import annotations
@@ -323,19 +323,19 @@ def locate_steps(engine: Engine, prepared: Any, track: FaceTrack, drift: Drift, 
     if drift.kind != "steps" or span_fn is None or not getattr(engine, "locates_steps", False):
         return drift
     half = int(round(STEP_PROBE_S * GRID_FPS / 2))
+    ms_per_s = drift.ms_per_minute / 60.0  # the clock drift that runs through the step
     placed = []
     for step in drift.steps:
         if step.earliest_s is None or step.latest_s is None:
             placed.append(step)
             continue
-        slope = drift.ms_per_minute / 60000.0  # ms per ms of video
         lo = max(track.start / GRID_FPS + STEP_PROBE_S / 2, step.earliest_s - STEP_PROBE_MARGIN_S)
         hi = min((track.end + 1) / GRID_FPS - STEP_PROBE_S / 2, step.latest_s + STEP_PROBE_MARGIN_S)
         centres, leaning = [], []
         for c in np.arange(lo, hi + 1e-9, STEP_PROBE_HOP_S):
             f = int(round(c * GRID_FPS))
             est = span_fn(prepared, f - half, f + half, shift_ms, 0.0)
-            drifted = slope * (c - step.at_s) * 1000.0
+            drifted = ms_per_s * (c - step.at_s)
             lean = _leaning(est, step.before_ms + drifted - shift_ms, step.after_ms + drifted - shift_ms)
             if lean is not None:
                 centres.append(float(c))
