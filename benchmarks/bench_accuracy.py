@@ -93,6 +93,9 @@ def summarise(rows: list[dict], p: np.ndarray, thr: np.ndarray) -> dict:
         "natural >=4 s face (trusted)": block(nat & long & trusted),
         "natural, all": block(nat),
         "shifted, of clips with >=4 s face": block(sh & long),
+        # the target's own group: the copies of the natural clips of the first line
+        "shifted, of those natural clips": block(sh & np.isin(np.array([r["clip"] for r in rows]), sorted(
+            {r["clip"] for r, n in zip(rows, nat & long & trusted) if n}))),
         "shifted +-1.5/2.5 s": block(sh & (shift >= 1400)),
         "shifted under 1 s": block(sh & (shift < 1000)),
         "shifted +-1.5/2.5 s, clips >=12 s face": block(sh & long_clip & (shift >= 1400)),
@@ -205,8 +208,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from pipeline.cca import CALIBRATION_FILE, load_calibration
 
+    # the calibration learns from the truest labels there are: the firm release readings stand as the truth
+    # of the trusted clips they read (README: they agree with the engine within 8 ms, and not with the
+    # published 0); the figures quoted keep the published sync
+    fit_rows = cf.with_release_truth(rows)
     if args.write_calibration:
-        f = cf.fit(rows, halves=not args.no_halves, model=not args.no_model)
+        f = cf.fit(fit_rows, halves=not args.no_halves, model=not args.no_model)
         CALIBRATION_FILE.write_text(json.dumps({**f.to_dict(), "source": "benchmarks/bench_accuracy.py "
                                                 "--write-calibration, fitted on all dev-set cases"}, indent=2)
                                     + "\n")
@@ -214,17 +221,21 @@ def main(argv: list[str] | None = None) -> int:
     shipped = load_calibration()
     z, frames, zh, zm = cf.design(rows)
     p_ship = shipped.p_correct(z, frames, zh, zm)
-    p_cv, thr_cv, fits = cf.held_out_p(rows, halves=not args.no_halves, model=not args.no_model)
+    p_cv, thr_cv, fits = cf.held_out_p(fit_rows, halves=not args.no_halves, model=not args.no_model)
 
     print("\n".join(per_clip_rows(rows, p_cv, thr_cv)))
     held = summarise(rows, p_cv, thr_cv)
+    held_release = summarise(fit_rows, p_cv, thr_cv)
     ship = summarise(rows, p_ship, np.full(len(rows), shipped.threshold))
     print_summary("held out (leave one source project out; the figures to quote)", held)
+    print_summary("the same decisions, right by the firm release readings where there are some ("
+                  + ", ".join(sorted(cf.release_readings())) + ")", held_release)
     print_summary(f"shipped calibration {shipped.to_dict()} (fitted on all; optimistic)", ship)
     n_mm = sum(r["kind"] == "mismatch" for r in rows)
     print(f"\n{len(rows)} cases ({n_mm} mismatched pairs) from {len({r['clip'] for r in rows})} clips of "
           f"{len({r['project'] for r in rows})} projects, measured in {measure_s:.0f} s")
-    args.json.write_text(json.dumps({"held_out": held, "shipped": ship, "cases": len(rows), "mismatched_pairs": n_mm,
+    args.json.write_text(json.dumps({"held_out": held, "held_out_release_truth": held_release, "shipped": ship,
+                                     "cases": len(rows), "mismatched_pairs": n_mm,
                                      "measure_s": round(measure_s, 1),
                                      "folds": {k: v.to_dict() for k, v in fits.items()}}, indent=2))
     print(f"figures written to {args.json}")
