@@ -13,7 +13,9 @@ cross-correlation (:func:`lag_curve`), so a wide search costs little more than a
 less are damped by sqrt(overlap), because a canonical correlation over fewer samples is higher by chance.
 Two witnesses check the peak: each half of the track on its own (``z_halves``), and a small learned linear
 lip model fitted once over many speakers (:mod:`pipeline.lipmodel`, ``z_model``): a chance peak of the
-per-clip fit is rarely backed by either.
+per-clip fit is rarely backed by either. On the whole track the peak itself is read on the per-clip curve
+plus half the lip model's (:data:`MODEL_POOL_WEIGHT`): the per-clip fit adapts to the speaker, the learned
+map cannot overfit a short clip.
 
 ``confidence`` is the engine's own score: how far the peak stands above the rest of the curve (z).
 ``p_correct`` is the chance that the estimate is within 40 ms, read off a logistic calibration of z, the
@@ -101,6 +103,9 @@ CLIP_Z = 4.0
 MIN_HALF_FRAMES = GRID_FPS
 HALF_AGREE_MS = 20.0
 CALIBRATION_FILE = Path(__file__).with_name("cca_calibration.json")
+#: The whole track's peak is read on its curve plus this much of the lip model's (each as z-scores over the
+#: lags): the per-clip fit adapts to the speaker, the learned map cannot overfit a short clip (README)
+MODEL_POOL_WEIGHT = 0.5
 
 
 # ------------------------------------------------------------------------------------------- features
@@ -257,6 +262,12 @@ def _sparse_curve(mom: LagMoments | None, n_lags: int, n: int, stride: int = COA
     idx = np.concatenate([coarse, fine[keep]])
     order = np.argsort(idx)
     return idx[order], np.concatenate([raw, raw_f[keep]])[order], np.concatenate([cnt, cnt_f[keep]])[order]
+
+
+def _standard(curve: np.ndarray) -> np.ndarray:
+    """A curve as z-scores over its lags."""
+    sd = float(np.std(curve))
+    return (curve - float(np.mean(curve))) / sd if sd > 0 else np.zeros_like(curve)
 
 
 def _top_canonical(cxx: np.ndarray, cyy: np.ndarray, cxy: np.ndarray) -> np.ndarray:
@@ -534,6 +545,9 @@ class CCAEngine:
                             extra={"reason": "too little overlap of face and sound"}, p_correct=0.0)
         curve = damped(raw, cnt, n)
         best = int(np.argmax(curve))
+        if whole and MODEL_POOL_WEIGHT and model_curve is not None and len(model_curve) == len(curve):
+            pooled = _standard(curve) + MODEL_POOL_WEIGHT * _standard(model_curve)
+            best = int(np.argmax(pooled))
         lag = float(lags[best]) + parabolic_peak(curve, best, LAG_STEP_MS)
         z = peak_z(curve, lags, best)
         if not whole:  # the halves at every 4th lag and at every lag near the stretch's peak
