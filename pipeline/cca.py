@@ -544,11 +544,11 @@ class CCAEngine:
                             "canonical correlation", False, 0,
                             extra={"reason": "too little overlap of face and sound"}, p_correct=0.0)
         curve = damped(raw, cnt, n)
-        best = int(np.argmax(curve))
+        peaked = curve  # the curve whose peak is the estimate (refined on it too: its own local maximum)
         if whole and MODEL_POOL_WEIGHT and model_curve is not None and len(model_curve) == len(curve):
-            pooled = _standard(curve) + MODEL_POOL_WEIGHT * _standard(model_curve)
-            best = int(np.argmax(pooled))
-        lag = float(lags[best]) + parabolic_peak(curve, best, LAG_STEP_MS)
+            peaked = _standard(curve) + MODEL_POOL_WEIGHT * _standard(model_curve)
+        best = int(np.argmax(peaked))
+        lag = float(lags[best]) + parabolic_peak(peaked, best, LAG_STEP_MS)
         z = peak_z(curve, lags, best)
         if not whole:  # the halves at every 4th lag and at every lag near the stretch's peak
             near = np.flatnonzero(np.abs(all_lags - lags[best]) <= HALF_AGREE_MS)
