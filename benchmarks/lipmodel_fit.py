@@ -48,12 +48,12 @@ OWN_READING_MS = 300.0
 
 
 def own_readings(clips: list, analyses: dict) -> dict[str, float]:
-    """Each trusted clip's own reading by the per-clip canonical correlation (the engine's first estimate;
-    its lag does not depend on the lip model), where it lies within :data:`OWN_READING_MS` of the published
-    sync; the published sync elsewhere."""
+    """Each trusted clip's own reading by the per-clip canonical correlation (the engine's first estimate
+    with no lip model pooled into its peak, so the map is not trained on its own readings), where it lies
+    within :data:`OWN_READING_MS` of the published sync; the published sync elsewhere."""
     from pipeline.cca import CCAEngine
 
-    engine = CCAEngine()
+    engine = CCAEngine(pool_weight=0.0)  # the per-clip curve's own peak: no lip model in it
     out: dict[str, float] = {}
     for c in clips:
         if c.true_lag_ms is None:

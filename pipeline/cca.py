@@ -364,9 +364,12 @@ class CCAEngine:
     locates_steps = True  #: a step is placed by short probes (pipeline.timeline.locate_steps): milliseconds each
 
     def __init__(self, min_confidence: float | None = None, calibration: Calibration | None = None,
-                 lip_model: LipModel | None = None):
+                 lip_model: LipModel | None = None, pool_weight: float = MODEL_POOL_WEIGHT):
         self.calibration = calibration or load_calibration()
         self.lip_model = lip_model or load_lip_model()
+        #: how much of the lip model's curve the whole track's peak is read on (0: the per-clip curve alone,
+        #: what the lip model's own training reads, so that it does not read through itself)
+        self.pool_weight = pool_weight
         #: None: decide by p_correct; a number (``--min-confidence``): decide by z >= that number instead
         self.min_confidence = min_confidence
 
@@ -545,8 +548,8 @@ class CCAEngine:
                             extra={"reason": "too little overlap of face and sound"}, p_correct=0.0)
         curve = damped(raw, cnt, n)
         peaked = curve  # the curve whose peak is the estimate (refined on it too: its own local maximum)
-        if whole and MODEL_POOL_WEIGHT and model_curve is not None and len(model_curve) == len(curve):
-            peaked = _standard(curve) + MODEL_POOL_WEIGHT * _standard(model_curve)
+        if whole and self.pool_weight and model_curve is not None and len(model_curve) == len(curve):
+            peaked = _standard(curve) + self.pool_weight * _standard(model_curve)
         best = int(np.argmax(peaked))
         lag = float(lags[best]) + parabolic_peak(peaked, best, LAG_STEP_MS)
         z = peak_z(curve, lags, best)
