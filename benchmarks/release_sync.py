@@ -133,42 +133,11 @@ def firm_truth(readings: list[dict]) -> dict[str, float]:
     return {r["clip"]: r["release_lag_ms"] for r in readings if r["trusted"] and firm(r)}
 
 
-def rescore(bench_rows: list[dict], readings: list[dict]) -> dict:
-    """The accuracy benchmark's rows (``bench_accuracy.py --save-rows``) scored again with the firm release
-    readings standing as the truth of the trusted clips they read (in place of the published sync), decided
-    as the benchmark decides them (held out by project, with the calibration fitted on the published sync)
-    and with the calibration refitted on the new truth (also held out)."""
-    from benchmarks import calibration_fit as cf
-
-    truth = firm_truth(readings)
-    moved = cf.with_release_truth(bench_rows, truth)
-    kind = np.array([r["kind"] for r in bench_rows])
-    frames = np.array([r["frames"] or 0 for r in bench_rows])
-    trusted = np.array([r["truth_ms"] is not None for r in bench_rows])
-    groups = {"natural >=4 s face (trusted)": (kind == "natural") & trusted & (frames >= 100),
-              "shifted, of clips with >=4 s face": (kind == "shifted") & (frames >= 100),
-              "sub-clips 3 s": (kind == "sub") & (frames <= 80),
-              "sub-clips 5 s": (kind == "sub") & (frames > 80) & (frames <= 130),
-              "sub-clips 8 s": (kind == "sub") & (frames > 130)}
-    out: dict = {"release_truth": truth}
-    for name, rows_for_p in (("published-sync calibration", bench_rows), ("calibration refitted", moved)):
-        p, thr, _ = cf.held_out_p(rows_for_p)
-        conf = cf.confident_mask(bench_rows, p, thr)
-        for label, rows_for_truth in (("published sync", bench_rows), ("release truth", moved)):
-            usable, correct = cf.labels(rows_for_truth)
-            out[f"{name}, right by {label}"] = {
-                g: [int((conf & sel).sum()), int((conf & sel & correct).sum())] for g, sel in groups.items()}
-            out[f"{name}, right by {label}"]["mismatched confident"] = int((conf & (kind == "mismatch")).sum())
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--json", type=Path, default=Path("release_sync.json"))
     ap.add_argument("--readings", type=Path, help="the readings of an earlier run (its --json) instead of reading")
-    ap.add_argument("--rows", type=Path, help="also re-score the accuracy benchmark's saved rows (--save-rows) "
-                                              "with the firm release readings as the trusted clips' truth")
     ap.add_argument("--write", action="store_true",
                     help="write the trusted clips' firm readings to benchmarks/release_readings.json, where the "
                          "accuracy benchmark's calibration fit reads them")
@@ -210,16 +179,6 @@ def main(argv: list[str] | None = None) -> int:
           f"at most {summary['max_abs_cca_minus_release_ms']} ms; the releases' reading less the published sync "
           f"on the trusted ones: {', '.join(f'{x:+.0f}' for x in off)} ms")
     result = {"rows": rows, "summary": summary}
-    if args.rows:
-        result["rescored"] = rescore(json.loads(args.rows.read_text()), rows)
-        print("\nthe accuracy benchmark's rows, held out (confident (right)), the firm release readings as the "
-              f"truth of {', '.join(sorted(result['rescored']['release_truth']))}:")
-        for name, groups in result["rescored"].items():
-            if name == "release_truth":
-                continue
-            print(f"  {name}:")
-            for g, v in groups.items():
-                print(f"    {g:36s} {v if isinstance(v, int) else f'{v[0]} ({v[1]})'}")
     args.json.write_text(json.dumps(result, indent=1))
     if args.write:
         from benchmarks.calibration_fit import RELEASE_READINGS
