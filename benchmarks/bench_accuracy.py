@@ -77,6 +77,9 @@ def summarise(rows: list[dict], p: np.ndarray, thr: np.ndarray) -> dict:
     long = frames >= MIN_FACE_FRAMES
     clip_frames = {r["clip"]: r["frames"] or 0 for r in rows if r["kind"] == "natural"}
     long_clip = np.array([clip_frames.get(r["clip"], 0) >= LONG_CLIP_FRAMES for r in rows])
+    # face that still meets its sound at the true lag: a copy keeps the clip's length, so a shift of s ms
+    # leaves s / 40 frames of face without sound
+    meeting = np.array([clip_frames.get(r["clip"], 0) for r in rows]) - shift / 40.0
     nat, sh, sub, mm = kind == "natural", kind == "shifted", kind == "sub", kind == "mismatch"
     usable, correct = cf.labels(rows)
 
@@ -100,6 +103,8 @@ def summarise(rows: list[dict], p: np.ndarray, thr: np.ndarray) -> dict:
         "shifted under 1 s": block(sh & (shift < 1000)),
         "shifted +-1.5/2.5 s, clips >=12 s face": block(sh & long_clip & (shift >= 1400)),
         "shifted under 1 s, clips >=12 s face": block(sh & long_clip & (shift < 1000)),
+        "shifted +-1.5/2.5 s, >=4 s face meeting sound": block(sh & (meeting >= MIN_FACE_FRAMES) & (shift >= 1400)),
+        "shifted under 1 s, >=4 s face meeting sound": block(sh & (meeting >= MIN_FACE_FRAMES) & (shift < 1000)),
         "sub-clips 3 s": block(sub & (frames <= 80)),
         "sub-clips 5 s": block(sub & (frames > 80) & (frames <= 130)),
         "sub-clips 8 s": block(sub & (frames > 130)),
@@ -126,7 +131,7 @@ def print_summary(title: str, s: dict) -> None:
         for key in ("correct_within_40", "abs_within_20", "abs_within_40", "rel_within_20", "rel_within_40"):
             if key in b and b[key][1]:
                 parts.append(f"{key} {_pct(b[key])}")
-        print(f"  {name:40s} " + "; ".join(parts))
+        print(f"  {name:46s} " + "; ".join(parts))
     print("  calibration (p_correct bin -> observed share within 40 ms):")
     for row in s["calibration"]:
         lo, hi = row["p_bin"]

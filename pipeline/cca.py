@@ -50,6 +50,7 @@ from .lagcorr import (
     damped,
     highpass,
     lag_moments,
+    overlap_span,
     parabolic_peak,
     peak_z,
     scored_lags,
@@ -106,6 +107,9 @@ CALIBRATION_FILE = Path(__file__).with_name("cca_calibration.json")
 #: The whole track's peak is read on its curve plus this much of the lip model's (each as z-scores over the
 #: lags): the per-clip fit adapts to the speaker, the learned map cannot overfit a short clip (README)
 MODEL_POOL_WEIGHT = 0.5
+#: Where fewer than this share of the stretch's frames meet the sound at its peak, the halves' agreement is
+#: read on the halves of the frames that do (else a lag of seconds leaves one half nothing to agree with).
+REBALANCE_OVERLAP = 0.9
 
 
 # ------------------------------------------------------------------------------------------- features
@@ -553,17 +557,28 @@ class CCAEngine:
         best = int(np.argmax(peaked))
         lag = float(lags[best]) + parabolic_peak(peaked, best, LAG_STEP_MS)
         z = peak_z(curve, lags, best)
+        # the frames that meet the sound at the peak: at a lag of seconds on a short clip, a part of the track
+        a, b = overlap_span(feats, prep.track.start + lo, n, int(steps[best]))
+        idx_near = None
         if not whole:  # the halves at every 4th lag and at every lag near the stretch's peak
             near = np.flatnonzero(np.abs(all_lags - lags[best]) <= HALF_AGREE_MS)
-            half_curves = self._half_curves(half_moments, all_lags,
-                                            np.union1d(np.arange(0, len(all_lags), COARSE_STRIDE), near))
+            idx_near = np.union1d(np.arange(0, len(all_lags), COARSE_STRIDE), near)
+            half_curves = self._half_curves(half_moments, all_lags, idx_near)
             model_curve = self._model_curve(prep, model_audio, steps, lo, hi)
+        if b - a < REBALANCE_OVERLAP * n:
+            # one half of the track barely meets the sound at this lag, so it cannot witness the peak: the
+            # halves are those of the overlapping frames instead (short clips with offsets of seconds)
+            spans = self._half_spans(lo + a, lo + b)
+            all_steps = np.arange(-int(round(search / LAG_STEP_MS)), int(round(search / LAG_STEP_MS)) + 1)
+            half_curves = self._half_curves(
+                self._paired(spans, [self._span_moments(prep, feats, all_steps, c, d) for c, d in spans or []]),
+                all_lags, idx_near)
         z_half = self._halves_z(half_curves, float(lags[best]))
         z_model = self._model_z(model_curve, lags, float(lags[best]))
         p = float(self.calibration.p_correct(z, n + 1, z_half, z_model))
         confident = z >= self.min_confidence if self.min_confidence is not None else p >= self.calibration.threshold
         extra: dict = {"z": round(z, 3), "z_halves": round(z_half, 3), "z_model": round(z_model, 3),
-                       "rho": round(float(raw[best]), 4)}
+                       "rho": round(float(raw[best]), 4), "overlap_frames": b - a}
         return Estimate(engine=self.name, audio_lag_ms=lag, confidence=z, confident=bool(confident),
                         edge=abs(lags[best]) >= search - LAG_STEP_MS / 2, search_ms=search, lags_ms=lags, curve=curve,
                         curve_label="canonical correlation", best_is_min=False, windows=n,

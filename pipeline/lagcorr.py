@@ -67,10 +67,16 @@ def frame_window_means(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     c = np.concatenate([np.zeros((1, feats.shape[1])), np.cumsum(feats, axis=0)])
     j = np.arange(m)
     lo, hi = j - w // 2, j + w - w // 2
-    valid = (lo >= 0) & (hi <= m)
+    valid = _whole_windows(m)
     out = np.zeros_like(feats)
     out[valid] = (c[hi[valid]] - c[lo[valid]]) / w
     return out, valid
+
+
+def _whole_windows(m: int) -> np.ndarray:
+    """Which of ``m`` 5 ms rows have their whole 40 ms window (:func:`frame_window_means`) inside the audio."""
+    j = np.arange(m)
+    return (j - STEPS_PER_FRAME // 2 >= 0) & (j + STEPS_PER_FRAME - STEPS_PER_FRAME // 2 <= m)
 
 
 def _prefix(x: np.ndarray) -> np.ndarray:
@@ -130,12 +136,9 @@ def lag_moments(x: np.ndarray, start: int, feats: np.ndarray, lag_steps: np.ndar
     lags = np.asarray(lag_steps, dtype=np.int64)
     if n == 0 or not valid.any():
         return None
-    jv = np.flatnonzero(valid)
     k0 = STEPS_PER_FRAME * start + 2  # audio row centred on x[0] at lag 0: (start + 0.5) * 40 ms = row * 5 + 10 ms
-    ilo = np.clip(np.ceil((jv[0] - k0 - lags) / STEPS_PER_FRAME).astype(int), 0, n)
-    ihi = np.clip(np.floor((jv[-1] - k0 - lags) / STEPS_PER_FRAME).astype(int) + 1, 0, n)
-    cnt = np.maximum(ihi - ilo, 0)
-    ihi = np.maximum(ihi, ilo)
+    ilo, ihi = _overlap(valid, start, n, lags)
+    cnt = ihi - ilo
 
     px, pxx = _prefix(x), _prefix((x[:, :, None] * x[:, None, :]).reshape(n, -1))
     sx, sxx = px[ihi] - px[ilo], (pxx[ihi] - pxx[ilo]).reshape(-1, p, p)
@@ -168,6 +171,27 @@ def lag_moments(x: np.ndarray, start: int, feats: np.ndarray, lag_steps: np.ndar
     for a in range(p):  # column by column: bounded memory on long clips
         sxy[:, a, :] = np.fft.irfft(np.conj(fx[:, a])[:, None] * fb, nfft, axis=0)[at]
     return LagMoments(cnt, sx, sxx, sy, syy, sxy)
+
+
+def _overlap(valid: np.ndarray, start: int, n: int, lags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per lag, the run ``ilo:ihi`` of the ``n`` frames from grid frame ``start`` whose whole 40 ms audio
+    window exists (``valid``: :func:`frame_window_means`); ``ihi >= ilo``."""
+    jv = np.flatnonzero(valid)
+    k0 = STEPS_PER_FRAME * start + 2
+    ilo = np.clip(np.ceil((jv[0] - k0 - lags) / STEPS_PER_FRAME).astype(int), 0, n)
+    ihi = np.clip(np.floor((jv[-1] - k0 - lags) / STEPS_PER_FRAME).astype(int) + 1, 0, n)
+    return ilo, np.maximum(ihi, ilo)
+
+
+def overlap_span(feats: np.ndarray, start: int, n: int, lag_step: int) -> tuple[int, int]:
+    """The frames ``lo:hi`` of ``n`` from grid frame ``start`` that meet the 5 ms audio features ``feats`` at a
+    lag of ``lag_step`` steps (as :func:`lag_moments` counts them; ``lo == hi`` when none do). At a lag of
+    seconds on a short clip this is a part of the track, and what is read there should be read on that part."""
+    valid = _whole_windows(len(feats))
+    if n == 0 or not valid.any():
+        return 0, 0
+    ilo, ihi = _overlap(valid, start, n, np.array([lag_step], dtype=np.int64))
+    return int(ilo[0]), int(ihi[0])
 
 
 def scored_lags(cnt: np.ndarray, n: int, min_overlap: float = MIN_OVERLAP) -> np.ndarray:

@@ -26,7 +26,15 @@ from pipeline.cca import (
     speech_gate,
 )
 from pipeline.correct import write_shifted
-from pipeline.lagcorr import STEPS_PER_FRAME, audio_around, frame_window_means, lag_moments, moving_average, peak_z
+from pipeline.lagcorr import (
+    STEPS_PER_FRAME,
+    audio_around,
+    frame_window_means,
+    lag_moments,
+    moving_average,
+    overlap_span,
+    peak_z,
+)
 from pipeline.sync import SyncOptions, run_to_result, sync_video
 from syncnet.media import load_audio
 
@@ -191,6 +199,18 @@ def test_a_two_and_a_half_second_offset_is_found(tmp_path, fixtures_dir, baselin
     assert r.iterations[0].estimate.search_ms >= 3000.0
 
 
+def test_on_a_short_clip_with_a_large_offset_the_halves_are_those_of_the_overlap(tmp_path, fixtures_dir, baselines):
+    """6 s of example.avi with its sound 2.5 s late: only the first 3.5 s of face meet the sound at the true
+    lag. The halves' agreement is read on the halves of those frames, so both halves have something to agree
+    with (split at the track's middle, the second half meets no sound and reads below zero)."""
+    short = _cut(fixtures_dir / "example.avi", tmp_path / "short.avi", 6.0)
+    late = write_shifted(short, tmp_path / "late.avi", -2500.0).output
+    est = detect_cca(late).iterations[0].estimate
+    assert est.audio_lag_ms - baselines["example.avi"].audio_lag_ms == pytest.approx(2500.0, abs=40.0)
+    assert 0.4 * est.windows < est.extra["overlap_frames"] < 0.7 * est.windows
+    assert est.extra["z_halves"] > 0.5
+
+
 def test_p_correct_is_in_every_estimate_of_the_json(capsys, fixtures_dir):
     from pipeline.cli import main
 
@@ -351,6 +371,28 @@ def test_a_stretchs_moments_are_the_sum_of_its_halves():
     assert in_place is parts[0] and np.array_equal(in_place.sxy, joined.sxy)
     full, _ = lag_curve(x[lo:hi], start + lo, feats, steps)
     assert np.allclose(_curve_at(joined, np.arange(len(steps)), hi - lo), full, atol=1e-12, equal_nan=True)
+
+
+def test_the_overlap_at_a_lag_is_the_run_of_frames_the_moments_count():
+    """At a lag of seconds on a short track only part of it meets the sound; the halves' agreement is then read
+    on that part. Its span must be exactly the frames the moments count at that lag, and a pass over just
+    that span must meet the sound with every one of its frames."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((120, 3))  # 4.8 s of track
+    feats = rng.standard_normal((STEPS_PER_FRAME * 130, 2))  # 5.2 s of sound, the track from frame 6
+    steps = np.arange(-500, 501, 5)  # +/-2.5 s
+    mom = lag_moments(x, 6, feats, steps)
+    spans = [overlap_span(feats, 6, len(x), int(k)) for k in steps]
+    assert [b - a for a, b in spans] == mom.cnt.tolist()
+    assert spans[len(steps) // 2] == (0, 120)  # at lag 0 the whole track meets the sound
+    a, b = spans[-1]  # the sound 2.5 s late: the track's end meets nothing
+    assert a == 0 and 50 < b < 70
+    a, b = spans[0]  # the sound 2.5 s early: the track's start meets nothing
+    assert 50 < a < 70 and b == 120
+    for k, (a, b) in zip(steps[::25], spans[::25]):
+        part = lag_moments(x[a:b], 6 + a, feats, np.array([k]))
+        assert part.cnt[0] == b - a
+    assert overlap_span(feats[:4], 6, len(x), 0) == (0, 0)  # no whole 40 ms window of sound at all
 
 
 def test_the_sparse_curve_reads_the_dense_curve_at_its_lags_and_finds_its_peak():

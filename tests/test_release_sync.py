@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.release_sync import firm, locked_average, release_lag
+from benchmarks.release_sync import firm, lip_events, locked_average, release_lag
 
 FPS = 25.0
 
@@ -47,3 +47,13 @@ def test_locked_average_reads_the_signal_at_each_event_plus_offset():
     events = np.array([2.0, 4.0, 6.0])
     avg = locked_average(signal, times, events, np.array([-500, 0, 500]))
     assert np.allclose(avg, [3.5, 4.0, 4.5])
+
+
+def test_lip_events_are_the_bilabials_ends_and_starts_between_sounding_phones():
+    """M after silence: a release, no closure; B and P between vowels: both; M P before silence: the seal at
+    M's start only (the lips stay shut through P, and nothing sounds after it)."""
+    phones = [("SIL", 0, 10), ("M", 10, 6), ("EY", 16, 12), ("B", 28, 5), ("IY", 33, 9), ("AH", 42, 4),
+              ("P", 46, 6), ("AH", 52, 8), ("M", 60, 5), ("P", 65, 4), ("SIL", 69, 20)]
+    rel, clo = lip_events(phones)
+    assert rel == pytest.approx([0.16, 0.33, 0.52])
+    assert clo == pytest.approx([0.28, 0.46, 0.60])
