@@ -6,7 +6,10 @@ Every case is an :class:`~pipeline.analysis.Analysis` made in memory from a clip
 * ``shifted``: its audio made later by ``d`` ms (sample-exact, silence-filled, same length), truth + d;
 * ``sub``: a 3, 5 or 8 s window of face and sound, cut together (it must agree with the whole clip);
 * ``mismatch``: the clip's video with another clip's audio, or with its own audio time-reversed (it must
-  be "uncertain").
+  be "uncertain");
+* ``noisy``: the clip as it is or shifted, with pink noise or another clip's speech mixed into its sound at a
+  given signal-to-noise ratio (a noisy room, a second talker). Never used to fit anything: it measures how
+  the calibration fitted on the clean cases carries over.
 
 Each is run through :func:`pipeline.sync.sync_video` (iterations, decision) with the engine under test;
 only the decoding and face tracking are reused from the cache, because they do not depend on the audio.
@@ -28,6 +31,13 @@ SHIFTS_MS = (-2500.0, -1500.0, -500.0, -160.0, 90.0, 300.0, 1100.0, 1500.0, 2500
 SUB_SECONDS = (3, 5, 8)
 SUBS_PER_LENGTH = 3  #: windows per clip and length, spread over the clip
 MISMATCH_PER_CLIP = 12  #: other clips' soundtracks paired with each clip's video (plus its own reversed)
+#: Noisy cases: each condition (``pink:SNR`` or ``talker:SNR``, dB against the speech's active level) on the
+#: clip as it is and on two shifted copies.
+NOISES = ("pink:10", "pink:0", "talker:0")
+NOISY_SHIFTS_MS = (0.0, 300.0, -1100.0)
+#: The speech's active level: the mean power of its 20 ms frames within this many dB of its loud level (the
+#: 95th percentile), so pauses do not lower it.
+ACTIVE_DB = 30.0
 
 
 @dataclass
@@ -38,11 +48,14 @@ class Case:
     shift_ms: float = 0.0
     window: tuple[int, int] | None = None  #: grid frames [start, end) for sub-clips
     audio_from: str | None = None  #: mismatch: the other clip ("~" + own name = time-reversed)
+    noise: str | None = None  #: noisy: "pink:SNR" or "talker:SNR" (dB)
+    noise_from: str | None = None  #: noisy, talker: the clip whose speech is mixed in
     truth_ms: float | None = None  #: absolute truth (None: doubtful source or mismatch)
 
 
 def make_cases(clips: list[Clip], n_frames: dict[str, int], seed: int = 0) -> list[Case]:
     rng = np.random.default_rng(seed)
+    talker_rng = np.random.default_rng(seed + 1)  # its own stream: the other cases stay as they were
     cases: list[Case] = []
     names = [c.name for c in clips]
     for c in clips:
@@ -61,7 +74,46 @@ def make_cases(clips: list[Clip], n_frames: dict[str, int], seed: int = 0) -> li
         for m in rng.choice(others, min(MISMATCH_PER_CLIP, len(others)), replace=False):
             cases.append(Case("mismatch", c.name, c.project, audio_from=str(m)))
         cases.append(Case("mismatch", c.name, c.project, audio_from="~" + c.name))
+        talkers = [m.name for m in clips if m.project != c.project]
+        for noise in NOISES:
+            src = str(talker_rng.choice(talkers)) if noise.startswith("talker") and talkers else None
+            for d in NOISY_SHIFTS_MS:
+                truth = None if c.true_lag_ms is None else c.true_lag_ms + d
+                cases.append(Case("noisy", c.name, c.project, d, truth_ms=truth, noise=noise, noise_from=src))
     return cases
+
+
+def active_power(audio: np.ndarray) -> float:
+    """The mean power of the 20 ms frames within :data:`ACTIVE_DB` of the loud level (0 for silence)."""
+    x = np.asarray(audio, np.float64)
+    w = SAMPLE_RATE // 50
+    frames = x[: len(x) // w * w].reshape(-1, w)
+    if not len(frames):
+        return 0.0
+    power = (frames**2).mean(axis=1)
+    loud = np.percentile(power, 95)
+    active = power[power >= loud * 10 ** (-ACTIVE_DB / 10)]
+    return float(active.mean()) if loud > 0 else 0.0
+
+
+def pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` samples of pink (1/f power) noise, unit power."""
+    spec = np.fft.rfft(rng.standard_normal(n))
+    f = np.arange(len(spec), dtype=np.float64)
+    spec[1:] /= np.sqrt(f[1:])
+    spec[0] = 0.0
+    x = np.fft.irfft(spec, n)
+    return x / (x.std() + 1e-12)
+
+
+def mix_at(audio: np.ndarray, interferer: np.ndarray, snr_db: float) -> np.ndarray:
+    """``audio`` with ``interferer`` (looped or cut to its length) added at ``snr_db`` below the audio's active
+    level (the interferer's own active level, so a talker's pauses do not make it louder); int16 like the
+    input, clipped."""
+    other = np.resize(np.asarray(interferer, np.float64), len(audio))
+    gain = np.sqrt(active_power(audio) / max(active_power(other), 1e-12) * 10 ** (-snr_db / 10))
+    out = np.asarray(audio, np.float64) + gain * other
+    return np.clip(np.round(out), -32768, 32767).astype(audio.dtype)
 
 
 def case_analysis(case: Case, analyses: dict):
@@ -82,6 +134,14 @@ def case_analysis(case: Case, analyses: dict):
         else:
             out[: len(audio) + d] = audio[-d:]
         audio = out
+    if case.noise:
+        kind, snr = case.noise.split(":")
+        if kind == "pink":
+            rng = np.random.default_rng(sum(map(ord, case.clip + case.noise)))
+            interferer = pink_noise(len(audio), rng)
+        else:
+            interferer = analyses[case.noise_from].audio
+        audio = mix_at(audio, interferer, float(snr))
     tracks, n = a.tracks, a.n_frames
     if case.window:
         f0, f1 = case.window

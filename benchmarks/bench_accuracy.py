@@ -6,7 +6,9 @@
 Every project's cases are measured with a learned lip model fitted without that project
 (:mod:`benchmarks.lipmodel_fit`). Cases (:mod:`benchmarks.accuracy`): every dev clip as it is, 9 shifted
 copies (-2.5 s .. +2.5 s), 3, 5 and 8 s sub-clips, 13 mismatched soundtracks per clip (12 other clips'
-audio and its own reversed); each measured by the product's own flow (``sync_video``). Two sets of figures are printed:
+audio and its own reversed), and 9 noisy ones (pink noise at 10 and 0 dB SNR, another clip's speech at 0 dB,
+each on the clip and two shifted copies; never fitted on: they show how the calibration carries over to
+noise); each measured by the product's own flow (``sync_video``). Two sets of figures are printed:
 
 * **held-out** (the ones to quote): each project's cases are decided by a calibration fitted with that
   project left out entirely (:func:`benchmarks.calibration_fit.held_out_p`);
@@ -47,6 +49,9 @@ MIN_FACE_FRAMES = 100  #: "4 s or more of visible talking face"
 #: clip's length, so on a 5 s clip a 2.5 s shift leaves half the face without its sound.
 LONG_CLIP_FRAMES = 300
 P_BINS = (0.0, 0.2, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 1.0001)
+#: The noisy cases' lines (benchmarks.accuracy.NOISES): (line, condition)
+NOISE_GROUPS = (("noisy: pink noise at 10 dB SNR", "pink:10"), ("noisy: pink noise at 0 dB SNR", "pink:0"),
+                ("noisy: a second talker at 0 dB", "talker:0"))
 
 
 def _share(mask: np.ndarray, of: np.ndarray) -> tuple[int, int, float | None]:
@@ -81,6 +86,7 @@ def summarise(rows: list[dict], p: np.ndarray, thr: np.ndarray) -> dict:
     # leaves s / 40 frames of face without sound
     meeting = np.array([clip_frames.get(r["clip"], 0) for r in rows]) - shift / 40.0
     nat, sh, sub, mm = kind == "natural", kind == "shifted", kind == "sub", kind == "mismatch"
+    noise = np.array([r.get("noise") or "" for r in rows])
     usable, correct = cf.labels(rows)
 
     def block(sel: np.ndarray) -> dict:
@@ -110,10 +116,15 @@ def summarise(rows: list[dict], p: np.ndarray, thr: np.ndarray) -> dict:
         "sub-clips 8 s": block(sub & (frames > 130)),
         "mismatched (false-confident)": {"coverage": _share(conf & mm, mm)},
     }
+    # how the calibration, fitted on clean sound only, carries over to noise (clips with >= 4 s of face)
+    for name, key in NOISE_GROUPS:
+        if (noise == key).any():
+            out[name] = block((kind == "noisy") & (noise == key) & long)
     table = []
+    clean = kind != "noisy"
     for lo, hi in zip(P_BINS[:-1], P_BINS[1:]):
-        sel = usable & ~mm & (p >= lo) & (p < hi)
-        sel_all = usable & (p >= lo) & (p < hi)
+        sel = usable & clean & ~mm & (p >= lo) & (p < hi)
+        sel_all = usable & clean & (p >= lo) & (p < hi)
         table.append({"p_bin": [lo, min(hi, 1.0)], "cases": int(sel_all.sum()),
                       "observed_precision": (float((correct & sel_all).mean() / sel_all.mean())
                                              if sel_all.any() else None),
@@ -237,8 +248,9 @@ def main(argv: list[str] | None = None) -> int:
                   + ", ".join(sorted(cf.release_readings())) + ")", held_release)
     print_summary(f"shipped calibration {shipped.to_dict()} (fitted on all; optimistic)", ship)
     n_mm = sum(r["kind"] == "mismatch" for r in rows)
-    print(f"\n{len(rows)} cases ({n_mm} mismatched pairs) from {len({r['clip'] for r in rows})} clips of "
-          f"{len({r['project'] for r in rows})} projects, measured in {measure_s:.0f} s")
+    n_noisy = sum(r["kind"] == "noisy" for r in rows)
+    print(f"\n{len(rows)} cases ({n_mm} mismatched pairs, {n_noisy} noisy) from {len({r['clip'] for r in rows})} "
+          f"clips of {len({r['project'] for r in rows})} projects, measured in {measure_s:.0f} s")
     args.json.write_text(json.dumps({"held_out": held, "held_out_release_truth": held_release, "shipped": ship,
                                      "cases": len(rows), "mismatched_pairs": n_mm,
                                      "measure_s": round(measure_s, 1),

@@ -30,6 +30,8 @@ PLAUSIBLE_BIAS_MS = 150.0
 #: of it leaves a margin for what held-out projects do).
 MAX_FALSE_CONFIDENT = 0.005
 L2 = 1e-2
+#: Cases that measure how the calibration carries over and are never fitted on (added noise, a second talker).
+NOT_FITTED = ("noisy",)
 #: Firm independent readings of some trusted clips' sync (``benchmarks/release_sync.py --write``): where the
 #: lips part at the clip's /b/ and /p/ releases. They stand as those clips' truth when the calibration is
 #: fitted (:func:`with_release_truth`); the figures quoted against the targets keep the published sync.
@@ -149,11 +151,13 @@ def choose_threshold(rows: list[dict], p: np.ndarray, usable: np.ndarray, correc
 
 
 def fit(rows: list[dict], halves: bool = True, model: bool = True) -> Calibration:
-    """The calibration fitted on ``rows``: logistic on the usable rows, then the threshold.
+    """The calibration fitted on ``rows``: logistic on the usable rows, then the threshold. Rows of the kinds in
+    :data:`NOT_FITTED` are left out (they measure how the fit carries over).
 
     ``halves``: use the halves' agreement (``z_halves``) as an input beside z and the length; ``model``: the
     learned lip model's support of the peak (``z_model``).
     """
+    rows = [r for r in rows if r["kind"] not in NOT_FITTED]
     usable, correct = labels(rows)
     z, frames, zh, zm = design(rows)
     zh = zh if halves else np.zeros_like(zh)

@@ -1,0 +1,64 @@
+"""The accuracy benchmark's noisy cases (benchmarks/accuracy.py): noise mixed in at the SNR it claims.
+
+The figures for noisy rooms and second talkers are only as honest as the mixing: the SNR is against the
+speech's active level (its pauses do not count), the pink noise really falls 3 dB per octave, and the
+mixed sound stays int16 like the product's own audio."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmarks.accuracy import active_power, mix_at, pink_noise
+from syncnet.constants import SAMPLE_RATE
+
+
+def _speech_with_pauses(rng: np.random.Generator, amplitude: float = 3000.0) -> np.ndarray:
+    """4 s: a 200 Hz tone burst (1 s), silence (1 s), again; int16."""
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    burst = amplitude * np.sin(2 * np.pi * 200 * t)
+    quiet = rng.normal(0, 3.0, SAMPLE_RATE)
+    return np.concatenate([burst, quiet, burst, quiet]).astype(np.int16)
+
+
+def test_active_power_is_the_speechs_not_the_pauses():
+    speech = _speech_with_pauses(np.random.default_rng(0))
+    tone_power = 3000.0**2 / 2
+    assert active_power(speech) == pytest.approx(tone_power, rel=0.02)  # the pauses would halve a plain mean
+    assert active_power(np.zeros(SAMPLE_RATE, np.int16)) == 0.0
+
+
+@pytest.mark.parametrize("snr_db", [10.0, 0.0])
+def test_noise_is_mixed_at_the_snr_asked_for(snr_db):
+    rng = np.random.default_rng(1)
+    speech = _speech_with_pauses(rng)
+    noise = pink_noise(len(speech), rng)
+    mixed = mix_at(speech, noise, snr_db)
+    assert mixed.dtype == np.int16 and len(mixed) == len(speech)
+    added = mixed.astype(np.float64) - speech
+    measured = 10 * np.log10(active_power(speech) / np.mean(added**2))
+    assert measured == pytest.approx(snr_db, abs=0.2)
+
+
+def test_a_talker_is_scaled_by_its_own_active_level_and_looped():
+    rng = np.random.default_rng(2)
+    speech = _speech_with_pauses(rng)
+    talker = _speech_with_pauses(rng, amplitude=300.0)[: len(speech) // 2]  # quieter and shorter
+    mixed = mix_at(speech, talker, 0.0)
+    added = mixed.astype(np.float64) - speech
+    assert active_power(added) == pytest.approx(active_power(speech), rel=0.05)
+    half = len(speech) // 2
+    assert np.allclose(added[:half], added[half : 2 * half], atol=1.0)  # looped to the length
+
+
+def test_pink_noise_falls_three_db_per_octave():
+    x = pink_noise(SAMPLE_RATE * 8, np.random.default_rng(3))
+    assert x.std() == pytest.approx(1.0, rel=1e-6)
+    spec = np.abs(np.fft.rfft(x)) ** 2
+    freqs = np.fft.rfftfreq(len(x), 1 / SAMPLE_RATE)
+
+    def band(lo: float) -> float:
+        return float(spec[(freqs >= lo) & (freqs < 2 * lo)].sum())
+
+    for lo in (100.0, 400.0, 1600.0):  # the same power in every octave: -3 dB per octave per Hz
+        assert 10 * np.log10(band(2 * lo) / band(lo)) == pytest.approx(0.0, abs=0.5)
