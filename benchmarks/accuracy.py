@@ -8,8 +8,8 @@ Every case is an :class:`~pipeline.analysis.Analysis` made in memory from a clip
 * ``mismatch``: the clip's video with another clip's audio, or with its own audio time-reversed (it must
   be "uncertain");
 * ``noisy``: the clip as it is or shifted, with pink noise or another clip's speech mixed into its sound at a
-  given signal-to-noise ratio (a noisy room, a second talker). Never used to fit anything: it measures how
-  the calibration fitted on the clean cases carries over.
+  given signal-to-noise ratio (a noisy room, a second talker), or played in a reverberant room. Never used
+  to fit anything: it measures how the calibration fitted on the clean cases carries over.
 
 Each is run through :func:`pipeline.sync.sync_video` (iterations, decision) with the engine under test;
 only the decoding and face tracking are reused from the cache, because they do not depend on the audio.
@@ -31,9 +31,9 @@ SHIFTS_MS = (-2500.0, -1500.0, -500.0, -160.0, 90.0, 300.0, 1100.0, 1500.0, 2500
 SUB_SECONDS = (3, 5, 8)
 SUBS_PER_LENGTH = 3  #: windows per clip and length, spread over the clip
 MISMATCH_PER_CLIP = 12  #: other clips' soundtracks paired with each clip's video (plus its own reversed)
-#: Noisy cases: each condition (``pink:SNR`` or ``talker:SNR``, dB against the speech's active level) on the
-#: clip as it is and on two shifted copies.
-NOISES = ("pink:10", "pink:0", "talker:0")
+#: Noisy cases: each condition (``pink:SNR`` or ``talker:SNR``, dB against the speech's active level;
+#: ``reverb:RT60``, seconds) on the clip as it is and on two shifted copies.
+NOISES = ("pink:10", "pink:0", "talker:0", "reverb:0.6")
 NOISY_SHIFTS_MS = (0.0, 300.0, -1100.0)
 #: The speech's active level: the mean power of its 20 ms frames within this many dB of its loud level (the
 #: 95th percentile), so pauses do not lower it.
@@ -106,6 +106,23 @@ def pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
     return x / (x.std() + 1e-12)
 
 
+def reverberate(audio: np.ndarray, rt60_s: float, rng: np.random.Generator) -> np.ndarray:
+    """``audio`` as heard in a room: the direct sound plus a diffuse tail of equal energy (direct-to-reverberant
+    ratio 0 dB, a talker a couple of metres away) that decays 60 dB in ``rt60_s``, from 5 ms after the direct
+    sound; the same active level as the input, int16."""
+    n = int(rt60_s * SAMPLE_RATE)
+    t = np.arange(n) / SAMPLE_RATE
+    tail = rng.standard_normal(n) * 10 ** (-3 * t / rt60_s)  # -60 dB of power at rt60: amplitude 10^(-3 t/rt60)
+    tail[: SAMPLE_RATE // 200] = 0.0
+    ir = tail / np.sqrt((tail**2).sum())
+    ir[0] = 1.0
+    x = np.asarray(audio, np.float64)
+    size = 1 << int(np.ceil(np.log2(len(x) + n)))
+    wet = np.fft.irfft(np.fft.rfft(x, size) * np.fft.rfft(ir, size), size)[: len(x)]
+    wet *= np.sqrt(active_power(audio) / max(active_power(wet), 1e-12))
+    return np.clip(np.round(wet), -32768, 32767).astype(audio.dtype)
+
+
 def mix_at(audio: np.ndarray, interferer: np.ndarray, snr_db: float) -> np.ndarray:
     """``audio`` with ``interferer`` (looped or cut to its length) added at ``snr_db`` below the audio's active
     level (the interferer's own active level, so a talker's pauses do not make it louder); int16 like the
@@ -135,13 +152,13 @@ def case_analysis(case: Case, analyses: dict):
             out[: len(audio) + d] = audio[-d:]
         audio = out
     if case.noise:
-        kind, snr = case.noise.split(":")
-        if kind == "pink":
-            rng = np.random.default_rng(sum(map(ord, case.clip + case.noise)))
-            interferer = pink_noise(len(audio), rng)
+        kind, value = case.noise.split(":")
+        rng = np.random.default_rng(sum(map(ord, case.clip + case.noise)))
+        if kind == "reverb":
+            audio = reverberate(audio, float(value), rng)
         else:
-            interferer = analyses[case.noise_from].audio
-        audio = mix_at(audio, interferer, float(snr))
+            interferer = pink_noise(len(audio), rng) if kind == "pink" else analyses[case.noise_from].audio
+            audio = mix_at(audio, interferer, float(value))
     tracks, n = a.tracks, a.n_frames
     if case.window:
         f0, f1 = case.window

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.accuracy import active_power, mix_at, pink_noise
+from benchmarks.accuracy import active_power, mix_at, pink_noise, reverberate
 from syncnet.constants import SAMPLE_RATE
 
 
@@ -62,3 +62,20 @@ def test_pink_noise_falls_three_db_per_octave():
 
     for lo in (100.0, 400.0, 1600.0):  # the same power in every octave: -3 dB per octave per Hz
         assert 10 * np.log10(band(2 * lo) / band(lo)) == pytest.approx(0.0, abs=0.5)
+
+
+def test_a_reverberant_room_keeps_the_level_and_decays_sixty_db_in_rt60():
+    rng = np.random.default_rng(4)
+    t = np.arange(SAMPLE_RATE // 2) / SAMPLE_RATE
+    x = np.concatenate([4000 * np.sin(2 * np.pi * 300 * t), np.zeros(SAMPLE_RATE)]).astype(np.int16)
+    y = reverberate(x, 0.6, rng)
+    assert y.dtype == np.int16 and len(y) == len(x)
+    assert active_power(y) == pytest.approx(active_power(x), rel=0.1)
+
+    def power(a: float, b: float) -> float:  # seconds after the tone stops
+        return float(np.mean(y[int((0.5 + a) * SAMPLE_RATE) : int((0.5 + b) * SAMPLE_RATE)].astype(float) ** 2))
+
+    decay_db = 10 * np.log10(power(0.05, 0.10) / power(0.35, 0.40))
+    assert decay_db == pytest.approx(30.0, abs=4.0)  # 0.3 s of a 0.6 s RT60
+    # the direct sound is there: what is heard during the tone follows the tone
+    assert np.corrcoef(x[: SAMPLE_RATE // 2], y[: SAMPLE_RATE // 2])[0, 1] > 0.5
