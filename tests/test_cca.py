@@ -7,6 +7,7 @@ within 20 ms, and the engine says "uncertain" on clips without a usable lip-soun
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -433,6 +434,19 @@ def test_sub_frame_audio_sampling_gives_sub_frame_lags(tmp_path, fixtures_dir):
     base = eng.measure(prep, 0.0, 1000).audio_lag_ms
     moved = eng.measure(prep, 17.5, 1000).audio_lag_ms  # audio moved 17.5 ms earlier in memory
     assert base - moved == pytest.approx(17.5, abs=3.0)
+
+
+@pytest.mark.parametrize("snr_db", [10.0, 0.0])
+def test_pink_noise_as_loud_as_the_speech_leaves_the_reading_in_place(fixtures_dir, baselines, snr_db):
+    """example.avi's sound with pink noise mixed in at 10 dB and at 0 dB below the speech (the accuracy
+    benchmark's noisy cases): still confident, and within 20 ms of the clean reading."""
+    from benchmarks.accuracy import mix_at, pink_noise
+
+    a = analyse(fixtures_dir / "example.avi", face_crops=False)
+    noisy = dataclasses.replace(a, audio=mix_at(a.audio, pink_noise(len(a.audio), np.random.default_rng(5)), snr_db))
+    r = run_to_result(sync_video("", CCAEngine(), SyncOptions(), analysis=noisy))
+    assert r.decision == "shift", r.reason
+    assert r.audio_lag_ms == pytest.approx(baselines["example.avi"].audio_lag_ms, abs=20.0)
 
 
 def test_the_speech_gate_keeps_speech_and_silences_the_pauses_noise():
