@@ -35,7 +35,7 @@ MISMATCH_PER_CLIP = 12  #: other clips' soundtracks paired with each clip's vide
 #: ``reverb:RT60``, seconds) on the clip as it is and on two shifted copies.
 NOISES = ("pink:10", "pink:0", "talker:0", "reverb:0.6")
 NOISY_SHIFTS_MS = (0.0, 300.0, -1100.0)
-#: The speech's active level: the mean power of its 20 ms frames within this many dB of its loud level (the
+#: The speech's active level: the mean power of its 40 ms frames within this many dB of its loud level (the
 #: 95th percentile), so pauses do not lower it.
 ACTIVE_DB = 30.0
 
@@ -84,13 +84,12 @@ def make_cases(clips: list[Clip], n_frames: dict[str, int], seed: int = 0) -> li
 
 
 def active_power(audio: np.ndarray) -> float:
-    """The mean power of the 20 ms frames within :data:`ACTIVE_DB` of the loud level (0 for silence)."""
-    x = np.asarray(audio, np.float64)
-    w = SAMPLE_RATE // 50
-    frames = x[: len(x) // w * w].reshape(-1, w)
-    if not len(frames):
+    """The mean power of the 40 ms frames within :data:`ACTIVE_DB` of the loud level (0 for silence)."""
+    from pipeline.analysis import frame_rms
+
+    power = frame_rms(np.asarray(audio, np.float64), len(audio) // SAMPLES_PER_FRAME) ** 2
+    if not len(power):
         return 0.0
-    power = (frames**2).mean(axis=1)
     loud = np.percentile(power, 95)
     active = power[power >= loud * 10 ** (-ACTIVE_DB / 10)]
     return float(active.mean()) if loud > 0 else 0.0
@@ -116,9 +115,9 @@ def reverberate(audio: np.ndarray, rt60_s: float, rng: np.random.Generator) -> n
     tail[: SAMPLE_RATE // 200] = 0.0
     ir = tail / np.sqrt((tail**2).sum())
     ir[0] = 1.0
-    x = np.asarray(audio, np.float64)
-    size = 1 << int(np.ceil(np.log2(len(x) + n)))
-    wet = np.fft.irfft(np.fft.rfft(x, size) * np.fft.rfft(ir, size), size)[: len(x)]
+    from scipy.signal import fftconvolve
+
+    wet = fftconvolve(np.asarray(audio, np.float64), ir)[: len(audio)]
     wet *= np.sqrt(active_power(audio) / max(active_power(wet), 1e-12))
     return np.clip(np.round(wet), -32768, 32767).astype(audio.dtype)
 

@@ -516,7 +516,7 @@ class CCAEngine:
         """The estimate from features ``lo:hi`` (frame midpoints from the track's frame ``lo``)."""
         whole = (lo, hi) == (0, len(prep.features))
         search = max(MIN_SEARCH_MS, float(search_ms)) if whole else float(search_ms)
-        steps = np.arange(-int(round(search / LAG_STEP_MS)), int(round(search / LAG_STEP_MS)) + 1)
+        steps = all_steps = np.arange(-int(round(search / LAG_STEP_MS)), int(round(search / LAG_STEP_MS)) + 1)
         lags = all_lags = steps * LAG_STEP_MS
         feats, model_audio = self._features_at(prep, shift_ms)
         n = hi - lo
@@ -568,11 +568,8 @@ class CCAEngine:
         if b - a < REBALANCE_OVERLAP * n:
             # one half of the track barely meets the sound at this lag, so it cannot witness the peak: the
             # halves are those of the overlapping frames instead (short clips with offsets of seconds)
-            spans = self._half_spans(lo + a, lo + b)
-            all_steps = np.arange(-int(round(search / LAG_STEP_MS)), int(round(search / LAG_STEP_MS)) + 1)
-            half_curves = self._half_curves(
-                self._paired(spans, [self._span_moments(prep, feats, all_steps, c, d) for c, d in spans or []]),
-                all_lags, idx_near)
+            half_curves = self._half_curves(self._half_moments(prep, feats, all_steps, lo + a, lo + b), all_lags,
+                                            idx_near)
         z_half = self._halves_z(half_curves, float(lags[best]))
         z_model = self._model_z(model_curve, lags, float(lags[best]))
         p = float(self.calibration.p_correct(z, n + 1, z_half, z_model))
