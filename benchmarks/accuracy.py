@@ -8,8 +8,9 @@ Every case is an :class:`~pipeline.analysis.Analysis` made in memory from a clip
 * ``mismatch``: the clip's video with another clip's audio, or with its own audio time-reversed (it must
   be "uncertain");
 * ``noisy``: the clip as it is or shifted, with pink noise or another clip's speech mixed into its sound at a
-  given signal-to-noise ratio (a noisy room, a second talker), or played in a reverberant room. Never used
-  to fit anything: it measures how the calibration fitted on the clean cases carries over.
+  given signal-to-noise ratio (a noisy room, a second talker), noise that starts and stops, a music bed
+  with a beat, or played in a reverberant room. Never used to fit anything: it measures how the
+  calibration fitted on the clean cases carries over.
 
 Each is run through :func:`pipeline.sync.sync_video` (iterations, decision) with the engine under test;
 only the decoding and face tracking are reused from the cache, because they do not depend on the audio.
@@ -31,9 +32,9 @@ SHIFTS_MS = (-2500.0, -1500.0, -500.0, -160.0, 90.0, 300.0, 1100.0, 1500.0, 2500
 SUB_SECONDS = (3, 5, 8)
 SUBS_PER_LENGTH = 3  #: windows per clip and length, spread over the clip
 MISMATCH_PER_CLIP = 12  #: other clips' soundtracks paired with each clip's video (plus its own reversed)
-#: Noisy cases: each condition (``pink:SNR`` or ``talker:SNR``, dB against the speech's active level;
-#: ``reverb:RT60``, seconds) on the clip as it is and on two shifted copies.
-NOISES = ("pink:10", "pink:0", "talker:0", "reverb:0.6")
+#: Noisy cases: each condition (``pink:SNR``, ``talker:SNR``, ``bursts:SNR`` or ``music:SNR``, dB against the
+#: speech's active level; ``reverb:RT60``, seconds) on the clip as it is and on two shifted copies.
+NOISES = ("pink:10", "pink:0", "talker:0", "reverb:0.6", "bursts:0", "music:10")
 NOISY_SHIFTS_MS = (0.0, 300.0, -1100.0)
 #: The speech's active level: the mean power of its 40 ms frames within this many dB of its loud level (the
 #: 95th percentile), so pauses do not lower it.
@@ -48,7 +49,7 @@ class Case:
     shift_ms: float = 0.0
     window: tuple[int, int] | None = None  #: grid frames [start, end) for sub-clips
     audio_from: str | None = None  #: mismatch: the other clip ("~" + own name = time-reversed)
-    noise: str | None = None  #: noisy: "pink:SNR" or "talker:SNR" (dB)
+    noise: str | None = None  #: noisy: one of :data:`NOISES`
     noise_from: str | None = None  #: noisy, talker: the clip whose speech is mixed in
     truth_ms: float | None = None  #: absolute truth (None: doubtful source or mismatch)
 
@@ -105,6 +106,65 @@ def pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
     return x / (x.std() + 1e-12)
 
 
+def noise_bursts(n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` samples of noise that starts and stops (a fan, traffic, clatter): pink noise on for 0.3-1.5 s,
+    off for 0.5-2 s, at random, with 10 ms ramps; unit power while on, silence while off."""
+    gate = np.zeros(n)
+    ramp = SAMPLE_RATE // 100
+    t = int(rng.uniform(0.0, 1.0) * SAMPLE_RATE)
+    while t < n:
+        on = int(rng.uniform(0.3, 1.5) * SAMPLE_RATE)
+        seg = np.ones(on)
+        seg[:ramp] = seg[-ramp:][::-1] = np.linspace(0.0, 1.0, ramp)
+        gate[t : t + on] = seg[: n - t]
+        t += on + int(rng.uniform(0.5, 2.0) * SAMPLE_RATE)
+    return pink_noise(n, rng) * gate
+
+
+#: The music bed's chords (semitones above its key) and tempo: a pop progression (I V vi IV), 120 beats a
+#: minute, a chord a bar.
+MUSIC_CHORDS = ((0, 4, 7), (7, 11, 14), (9, 12, 16), (5, 9, 12))
+MUSIC_BPM = 120.0
+
+
+def music_bed(n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` samples of a music bed, unit power: plucked three-note chords struck on every beat (four harmonics,
+    decaying), a kick drum on beats 1 and 3, a snare on 2 and 4, and a hi-hat on every half beat, in a random
+    key from a random point of the bar. Its onsets come on a fixed beat, unlike speech's, which is what a beat
+    adds to a lag search: evenly spaced changes in the sound that any periodic mouth motion could match."""
+    sr = SAMPLE_RATE
+    beat = 60.0 / MUSIC_BPM
+    out = np.zeros(n + 2 * sr)
+    key_hz = 220.0 * 2 ** (rng.integers(0, 12) / 12)
+    first = rng.uniform(0.0, 4 * beat)
+
+    def add(at: float, sound: np.ndarray) -> None:
+        i = int(round(at * sr))
+        if 0 <= i < len(out):
+            k = min(len(sound), len(out) - i)
+            out[i : i + k] += sound[:k]
+
+    t_note = np.arange(int(0.45 * sr)) / sr
+    t_drum = np.arange(int(0.2 * sr)) / sr
+    # a kick: a sine whose pitch falls from 400 to 50 Hz in tens of ms (the phase of 50 + 350 exp(-t / 30 ms) Hz)
+    kick = np.sin(2 * np.pi * (50 * t_drum + 350 * 0.03 * (1 - np.exp(-t_drum / 0.03)))) * np.exp(-t_drum / 0.12)
+    for k in range(int((n / sr + 4 * beat) / beat) + 1):
+        at = k * beat - first
+        chord = MUSIC_CHORDS[(k // 4) % len(MUSIC_CHORDS)]
+        note = sum(sum(np.sin(2 * np.pi * key_hz * 2 ** (s / 12) * h * t_note) / h**1.5 for h in range(1, 5))
+                   for s in chord)
+        add(at, 0.5 * note * np.exp(-t_note / 0.25))
+        if k % 2 == 0:
+            add(at, 2.0 * kick)
+        else:
+            add(at, 0.8 * rng.standard_normal(len(t_drum)) * np.exp(-t_drum / 0.05))
+        for half in (0.0, 0.5):
+            hat = np.diff(rng.standard_normal(int(0.04 * sr) + 1)) * np.exp(-np.arange(int(0.04 * sr)) / (0.01 * sr))
+            add(at + half * beat, 0.3 * hat)
+    x = out[:n]
+    return x / (x.std() + 1e-12)
+
+
 def reverberate(audio: np.ndarray, rt60_s: float, rng: np.random.Generator) -> np.ndarray:
     """``audio`` as heard in a room: the direct sound plus a diffuse tail of equal energy (direct-to-reverberant
     ratio 0 dB, a talker a couple of metres away) that decays 60 dB in ``rt60_s``, from 5 ms after the direct
@@ -156,7 +216,8 @@ def case_analysis(case: Case, analyses: dict):
         if kind == "reverb":
             audio = reverberate(audio, float(value), rng)
         else:
-            interferer = pink_noise(len(audio), rng) if kind == "pink" else analyses[case.noise_from].audio
+            interferer = {"pink": pink_noise, "bursts": noise_bursts, "music": music_bed}[kind](len(audio), rng) \
+                if kind != "talker" else analyses[case.noise_from].audio
             audio = mix_at(audio, interferer, float(value))
     tracks, n = a.tracks, a.n_frames
     if case.window:

@@ -6,10 +6,10 @@
 Every project's cases are measured with a learned lip model fitted without that project
 (:mod:`benchmarks.lipmodel_fit`). Cases (:mod:`benchmarks.accuracy`): every dev clip as it is, 9 shifted
 copies (-2.5 s .. +2.5 s), 3, 5 and 8 s sub-clips, 13 mismatched soundtracks per clip (12 other clips'
-audio and its own reversed), and 12 noisy ones (pink noise at 10 and 0 dB SNR, another clip's speech at
-0 dB, a reverberant room; each on the clip and two shifted copies; never fitted on: they show how the
-calibration carries over to noise); each measured by the product's own flow (``sync_video``). Two sets of
-figures are printed:
+audio and its own reversed), and 18 noisy ones (pink noise at 10 and 0 dB SNR, another clip's speech at
+0 dB, a reverberant room, noise that starts and stops, a music bed with a beat; each on the clip and two
+shifted copies; never fitted on: they show how the calibration carries over to noise); each measured by
+the product's own flow (``sync_video``). Two sets of figures are printed:
 
 * **held-out** (the ones to quote): each project's cases are decided by a calibration fitted with that
   project left out entirely (:func:`benchmarks.calibration_fit.held_out_p`);
@@ -53,7 +53,9 @@ P_BINS = (0.0, 0.2, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 1.0001)
 #: The noisy cases' lines (benchmarks.accuracy.NOISES): (line, condition)
 NOISE_GROUPS = (("noisy: pink noise at 10 dB SNR", "pink:10"), ("noisy: pink noise at 0 dB SNR", "pink:0"),
                 ("noisy: a second talker at 0 dB", "talker:0"),
-                ("reverberant room (RT60 0.6 s, DRR 0 dB)", "reverb:0.6"))
+                ("reverberant room (RT60 0.6 s, DRR 0 dB)", "reverb:0.6"),
+                ("noise that starts and stops, 0 dB when on", "bursts:0"),
+                ("a music bed with a beat at 10 dB below", "music:10"))
 
 
 def _share(mask: np.ndarray, of: np.ndarray) -> tuple[int, int, float | None]:

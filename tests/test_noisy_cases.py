@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.accuracy import active_power, mix_at, pink_noise, reverberate
+from benchmarks.accuracy import MUSIC_BPM, active_power, mix_at, music_bed, noise_bursts, pink_noise, reverberate
 from syncnet.constants import SAMPLE_RATE
 
 
@@ -79,3 +79,33 @@ def test_a_reverberant_room_keeps_the_level_and_decays_sixty_db_in_rt60():
     assert decay_db == pytest.approx(30.0, abs=4.0)  # 0.3 s of a 0.6 s RT60
     # the direct sound is there: what is heard during the tone follows the tone
     assert np.corrcoef(x[: SAMPLE_RATE // 2], y[: SAMPLE_RATE // 2])[0, 1] > 0.5
+
+
+def test_noise_bursts_start_and_stop_and_are_mixed_at_their_level_while_on():
+    rng = np.random.default_rng(5)
+    x = noise_bursts(SAMPLE_RATE * 60, rng)
+    on = x != 0.0
+    assert 0.2 < on.mean() < 0.65  # on 0.3-1.5 s, off 0.5-2 s
+    edges = np.flatnonzero(np.diff(on.astype(int)))
+    stretches = np.diff(edges) / SAMPLE_RATE
+    assert stretches.min() >= 0.29 and stretches.max() <= 2.01
+    assert x[on].std() == pytest.approx(1.0, rel=0.05)  # unit power while on
+    speech = _speech_with_pauses(rng)
+    burst = noise_bursts(len(speech), np.random.default_rng(6))
+    added = mix_at(speech, burst, 0.0).astype(np.float64) - speech
+    loud = added[burst != 0]
+    assert 10 * np.log10(active_power(speech) / np.mean(loud**2)) == pytest.approx(0.0, abs=0.5)
+
+
+def test_a_music_bed_has_its_onsets_on_the_beat():
+    x = music_bed(SAMPLE_RATE * 30, np.random.default_rng(7))
+    assert x.std() == pytest.approx(1.0, rel=1e-6)
+    hop = SAMPLE_RATE // 100  # a 10 ms envelope
+    env = np.sqrt(np.convolve(x**2, np.ones(hop) / hop, "same"))[::hop]
+    onset = np.diff(np.log(env + 1e-3)).clip(0)
+    onset -= onset.mean()
+    ac = np.correlate(onset, onset, "full")[len(onset) - 1 :]
+    ac /= ac[0]
+    beat = int(round(100 * 60 / MUSIC_BPM))
+    assert ac[beat] > 0.8 and ac[2 * beat] > 0.8  # every beat struck
+    assert abs(ac[beat // 2 + beat // 4]) < 0.2  # and nothing between the beat and the half beat
