@@ -576,6 +576,8 @@ class CCAEngine:
         confident = z >= self.min_confidence if self.min_confidence is not None else p >= self.calibration.threshold
         extra: dict = {"z": round(z, 3), "z_halves": round(z_half, 3), "z_model": round(z_model, 3),
                        "rho": round(float(raw[best]), 4), "overlap_frames": b - a}
+        if self.min_confidence is None:  # decided on p_correct: the threshold it was held to
+            extra["p_threshold"] = round(float(self.calibration.threshold), 3)
         return Estimate(engine=self.name, audio_lag_ms=lag, confidence=z, confident=bool(confident),
                         edge=abs(lags[best]) >= search - LAG_STEP_MS / 2, search_ms=search, lags_ms=lags, curve=curve,
                         curve_label="canonical correlation", best_is_min=False, windows=n,

@@ -111,6 +111,8 @@ def _print_human(report: dict) -> None:
     print(f"decision: {report['decision']} ({report['reason']})")
     if lag is not None:
         print(f"audio lag: {lag:+.1f} ms (> 0: the sound comes after the lips)")
+    elif report.get("measured_lag_ms") is not None and report["decision"] == "uncertain":
+        print(f"best match, not acted on: {report['measured_lag_ms']:+.1f} ms")
     if report.get("confidence") is not None:
         chance = "" if report.get("p_correct") is None else f", p_correct {report['p_correct']:.2f}"
         print(f"confidence: {report['confidence']:.3f} ({report['engine']}{chance})")

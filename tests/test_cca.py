@@ -135,6 +135,21 @@ def test_abstains_on_another_clips_speech(tmp_path, fixtures_dir):
     other = np.resize(other, n)
     r = detect_cca(_with_audio(fixtures_dir / "example.avi", other, tmp_path / "dub.mkv"))
     assert r.decision == "uncertain" and r.audio_lag_ms is None
+    # the reason says what was found and why it is not acted on, against the calibrated threshold
+    threshold = CCAEngine().calibration.threshold
+    assert f"best match {r.measured_lag_ms:+.0f} ms, not acted on" in r.reason
+    assert f"below the threshold {threshold:.2f}" in r.reason
+
+
+def test_the_cli_shows_the_best_match_it_did_not_act_on(tmp_path, fixtures_dir, capsys):
+    from pipeline.cli import main
+
+    other = np.resize(load_audio(fixtures_dir / "w2l_input3.mp4"), len(load_audio(fixtures_dir / "example.avi")))
+    dub = _with_audio(fixtures_dir / "example.avi", other, tmp_path / "dub.mkv")
+    assert main(["detect", str(dub), "--engine", "cca"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("decision: uncertain (not confident:")
+    assert "best match, not acted on: " in out and "audio lag:" not in out
 
 
 def test_abstains_on_time_reversed_audio(tmp_path, fixtures_dir):

@@ -174,6 +174,26 @@ def test_decide(lag, conf, edge, search, expected):
     assert decide(None, None, 20.0, 2000.0)[0] == "uncertain"
 
 
+def _unsure(windows: int, **extra) -> Estimate:
+    return Estimate("cca", 180.0, 3.0, False, False, 3000.0, np.zeros(3), np.zeros(3), "c", False, windows,
+                    extra=extra, p_correct=0.4)
+
+
+@pytest.mark.parametrize("estimate,cause", [
+    (_unsure(80, z=3.0, z_halves=2.0, overlap_frames=80, p_threshold=0.65), "only 3.2 s of talking face"),
+    (_unsure(250, z=3.0, z_halves=2.0, overlap_frames=100, p_threshold=0.65), "only 4.0 s of the face meets"),
+    (_unsure(250, z=3.0, z_halves=0.2, overlap_frames=250, p_threshold=0.65), "two halves of the clip do not agree"),
+    (_unsure(250, z=2.0, z_halves=1.5, overlap_frames=250, p_threshold=0.65), "no lag stands out"),
+    (Estimate("syncnet", 180.0, 1.5, False, False, 600.0, np.zeros(3), np.zeros(3), "d", True, 40), "flat score curve"),
+])
+def test_an_unconfident_reading_says_what_it_found_and_why_it_is_not_acted_on(estimate, cause):
+    decision, reason = decide(estimate, 180.0, 20.0, 2000.0)
+    assert decision == "uncertain" and reason.startswith("not confident: ")
+    assert "best match +180 ms, not acted on" in reason and cause in reason
+    if estimate.engine == "cca":
+        assert "p_correct 0.40, is below the threshold 0.65" in reason
+
+
 def test_shift_audio_is_sample_exact():
     a = np.arange(1, 1001, dtype=np.int16)
     early = shift_audio(a, 10.0)  # 160 samples earlier
