@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from .analysis import MIN_TRACK_FRAMES, Analysis, FaceTrack, analyse, scorable, speech_frames
+from .cca import REBALANCE_OVERLAP
 from .engines import ENGINES, EngineChoice, select_engines
 from .errors import UserError
 from .estimates import Engine, Estimate
@@ -198,7 +199,7 @@ def not_confident_reason(estimate: Estimate, audio_lag_ms: float) -> str:
     elif seconds < SHORT_FACE_S:
         why = (f"only {seconds:.1f} s of talking face, too little to tell this peak from chance; a longer clip of "
                "the speaker, face in view, helps")
-    elif overlap is not None and overlap < 0.9 * estimate.windows:
+    elif overlap is not None and overlap < REBALANCE_OVERLAP * estimate.windows:  # as the engine reads it
         why = (f"at that lag only {overlap / GRID_FPS:.1f} s of the face meets the sound, too little to tell it "
                "from chance")
     elif x.get("z_halves", HALVES_AGREE_Z) < HALVES_AGREE_Z:
