@@ -145,24 +145,29 @@ def music_bed(n: int, rng: np.random.Generator) -> np.ndarray:
             out[i : i + k] += sound[:k]
 
     t_note = np.arange(int(0.45 * sr)) / sr
+    decay = np.exp(-t_note / 0.25)
+    plucks = [0.5 * sum(sum(np.sin(2 * np.pi * key_hz * 2 ** (s / 12) * h * t_note) / h**1.5 for h in range(1, 5))
+                        for s in chord) * decay for chord in MUSIC_CHORDS]  # each chord's sound, made once
     t_drum = np.arange(int(0.2 * sr)) / sr
+    hat_len = int(0.04 * sr)
+    hat_decay = np.exp(-np.arange(hat_len) / (0.01 * sr))
     # a kick: a sine whose pitch falls from 400 to 50 Hz in tens of ms (the phase of 50 + 350 exp(-t / 30 ms) Hz)
     kick = np.sin(2 * np.pi * (50 * t_drum + 350 * 0.03 * (1 - np.exp(-t_drum / 0.03)))) * np.exp(-t_drum / 0.12)
     for k in range(int((n / sr + 4 * beat) / beat) + 1):
         at = k * beat - first
-        chord = MUSIC_CHORDS[(k // 4) % len(MUSIC_CHORDS)]
-        note = sum(sum(np.sin(2 * np.pi * key_hz * 2 ** (s / 12) * h * t_note) / h**1.5 for h in range(1, 5))
-                   for s in chord)
-        add(at, 0.5 * note * np.exp(-t_note / 0.25))
+        add(at, plucks[(k // 4) % len(MUSIC_CHORDS)])
         if k % 2 == 0:
             add(at, 2.0 * kick)
         else:
             add(at, 0.8 * rng.standard_normal(len(t_drum)) * np.exp(-t_drum / 0.05))
         for half in (0.0, 0.5):
-            hat = np.diff(rng.standard_normal(int(0.04 * sr) + 1)) * np.exp(-np.arange(int(0.04 * sr)) / (0.01 * sr))
-            add(at + half * beat, 0.3 * hat)
+            add(at + half * beat, 0.3 * np.diff(rng.standard_normal(hat_len + 1)) * hat_decay)
     x = out[:n]
     return x / (x.std() + 1e-12)
+
+
+#: The synthetic interferers of :data:`NOISES` by kind: ``n`` samples, unit power, from a generator.
+SYNTHETIC = {"pink": pink_noise, "bursts": noise_bursts, "music": music_bed}
 
 
 def reverberate(audio: np.ndarray, rt60_s: float, rng: np.random.Generator) -> np.ndarray:
@@ -216,8 +221,7 @@ def case_analysis(case: Case, analyses: dict):
         if kind == "reverb":
             audio = reverberate(audio, float(value), rng)
         else:
-            interferer = {"pink": pink_noise, "bursts": noise_bursts, "music": music_bed}[kind](len(audio), rng) \
-                if kind != "talker" else analyses[case.noise_from].audio
+            interferer = analyses[case.noise_from].audio if kind == "talker" else SYNTHETIC[kind](len(audio), rng)
             audio = mix_at(audio, interferer, float(value))
     tracks, n = a.tracks, a.n_frames
     if case.window:

@@ -136,7 +136,7 @@ def lag_moments(x: np.ndarray, start: int, feats: np.ndarray, lag_steps: np.ndar
     lags = np.asarray(lag_steps, dtype=np.int64)
     if n == 0 or not valid.any():
         return None
-    k0 = STEPS_PER_FRAME * start + 2  # audio row centred on x[0] at lag 0: (start + 0.5) * 40 ms = row * 5 + 10 ms
+    k0 = _first_row(start)
     ilo, ihi = _overlap(valid, start, n, lags)
     cnt = ihi - ilo
 
@@ -173,11 +173,17 @@ def lag_moments(x: np.ndarray, start: int, feats: np.ndarray, lag_steps: np.ndar
     return LagMoments(cnt, sx, sxx, sy, syy, sxy)
 
 
+def _first_row(start: int) -> int:
+    """The window-mean audio row centred on grid frame ``start``'s visual row at lag 0: (start + 0.5) * 40 ms is
+    row * 5 + 10 ms (:func:`frame_window_means`)."""
+    return STEPS_PER_FRAME * start + 2
+
+
 def _overlap(valid: np.ndarray, start: int, n: int, lags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per lag, the run ``ilo:ihi`` of the ``n`` frames from grid frame ``start`` whose whole 40 ms audio
     window exists (``valid``: :func:`frame_window_means`); ``ihi >= ilo``."""
     jv = np.flatnonzero(valid)
-    k0 = STEPS_PER_FRAME * start + 2
+    k0 = _first_row(start)
     ilo = np.clip(np.ceil((jv[0] - k0 - lags) / STEPS_PER_FRAME).astype(int), 0, n)
     ihi = np.clip(np.floor((jv[-1] - k0 - lags) / STEPS_PER_FRAME).astype(int) + 1, 0, n)
     return ilo, np.maximum(ihi, ilo)
