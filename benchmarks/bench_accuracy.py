@@ -49,6 +49,8 @@ MIN_FACE_FRAMES = 100  #: "4 s or more of visible talking face"
 #: there, large and small offsets are compared on (nearly) the same evidence. A shifted copy keeps the
 #: clip's length, so on a 5 s clip a 2.5 s shift leaves half the face without its sound.
 LONG_CLIP_FRAMES = 300
+#: Clips with 4 s to this much face (6 s) are left with 1.5-3.5 s of it meeting the sound by a 2.5 s shift.
+SHORT_CLIP_FRAMES = 150
 P_BINS = (0.0, 0.2, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 1.0001)
 #: The noisy cases' lines (benchmarks.accuracy.NOISES): (line, condition)
 NOISE_GROUPS = (("noisy: pink noise at 10 dB SNR", "pink:10"), ("noisy: pink noise at 0 dB SNR", "pink:0"),
@@ -86,6 +88,7 @@ def summarise(rows: list[dict], p: np.ndarray, thr: np.ndarray) -> dict:
     long = frames >= MIN_FACE_FRAMES
     clip_frames = {r["clip"]: r["frames"] or 0 for r in rows if r["kind"] == "natural"}
     long_clip = np.array([clip_frames.get(r["clip"], 0) >= LONG_CLIP_FRAMES for r in rows])
+    short_clip = np.array([MIN_FACE_FRAMES <= clip_frames.get(r["clip"], 0) < SHORT_CLIP_FRAMES for r in rows])
     # face that still meets its sound at the true lag: a copy keeps the clip's length, so a shift of s ms
     # leaves s / 40 frames of face without sound
     meeting = np.array([clip_frames.get(r["clip"], 0) for r in rows]) - shift / 40.0
@@ -113,6 +116,9 @@ def summarise(rows: list[dict], p: np.ndarray, thr: np.ndarray) -> dict:
         "shifted under 1 s": block(sh & (shift < 1000)),
         "shifted +-1.5/2.5 s, clips >=12 s face": block(sh & long_clip & (shift >= 1400)),
         "shifted under 1 s, clips >=12 s face": block(sh & long_clip & (shift < 1000)),
+        # the short clips, where a shift of seconds leaves 2-3 s of face meeting its sound
+        "shifted +-1.5/2.5 s, clips 4-6 s face": block(sh & short_clip & (shift >= 1400)),
+        "shifted under 1 s, clips 4-6 s face": block(sh & short_clip & (shift < 1000)),
         "shifted +-1.5/2.5 s, >=4 s face meeting sound": block(sh & (meeting >= MIN_FACE_FRAMES) & (shift >= 1400)),
         "shifted under 1 s, >=4 s face meeting sound": block(sh & (meeting >= MIN_FACE_FRAMES) & (shift < 1000)),
         "sub-clips 3 s": block(sub & (frames <= 80)),

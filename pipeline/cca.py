@@ -9,8 +9,9 @@ bands, weighted by a speech gate (:func:`speech_gate`: the pauses' room noise wo
 much as speech). Their first canonical correlation is computed at every lag on a 5 ms grid over +/-3 s or more,
 exactly and cheaply: the sums behind the per-lag covariances come from prefix sums and one FFT
 cross-correlation (:func:`lag_curve`), so a wide search costs little more than a narrow one
-(:mod:`pipeline.lagcorr`). Lags where face and sound overlap
-less are damped by sqrt(overlap), because a canonical correlation over fewer samples is higher by chance.
+(:mod:`pipeline.lagcorr`). Each lag is damped by the square root of the share of the track that meets
+sound there (the speech gate summed over the overlapping frames, so a pause or the silence before a late
+soundtrack counts as no sample), because a canonical correlation over fewer samples is higher by chance.
 Two witnesses check the peak: each half of the track on its own (``z_halves``), and a small learned linear
 lip model fitted once over many speakers (:mod:`pipeline.lipmodel`, ``z_model``): a chance peak of the
 per-clip fit is rarely backed by either. On the whole track the peak itself is read on the per-clip curve
@@ -187,33 +188,41 @@ def speech_gate(log_energy: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip((db + SPEECH_GATE_DB) / GATE_SOFT_DB, -50.0, 50.0)))
 
 
-def audio_features(audio: np.ndarray) -> np.ndarray:
+def gated_audio_features(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The engine's speech features at 5 ms: dMFCC (13) and band-energy velocity (6), high-passed, weighted
-    by :func:`speech_gate`. (m, 19)."""
+    by :func:`speech_gate`, (m, 19); and that gate, (m,): how much of each 5 ms is sound, which the lag
+    curve's damping counts (:func:`pipeline.lagcorr.damped`)."""
     dm = audio_velocity_features(audio)
     energy = band_energy(audio, len(dm))
     de = highpass(np.gradient(energy, axis=0), SAMPLE_RATE / HOP, CLIP_Z)
-    return np.concatenate([dm, de], axis=1) * speech_gate(energy[:, 0])[:, None]
+    gate = speech_gate(energy[:, 0])
+    return np.concatenate([dm, de], axis=1) * gate[:, None], gate
+
+
+def audio_features(audio: np.ndarray) -> np.ndarray:
+    """:func:`gated_audio_features` without the gate. (m, 19)."""
+    return gated_audio_features(audio)[0]
 
 
 def lag_curve(x: np.ndarray, start: int, feats: np.ndarray, lag_steps: np.ndarray,
-              min_overlap: float = MIN_OVERLAP) -> tuple[np.ndarray, np.ndarray]:
+              min_overlap: float = MIN_OVERLAP, weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The first canonical correlation of ``x`` with the audio at every lag, exactly, in O(n log n).
 
     Pairing and overlap as in :func:`pipeline.lagcorr.lag_moments`, whose per-lag sums give every lag's
-    covariances; below ``min_overlap`` of the frames the curve is NaN. Returns (curve, frames used per lag).
+    covariances; below ``min_overlap`` of the frames the curve is NaN. Returns (curve, frames meeting sound
+    per lag: ``LagMoments.heard``, the frames used when there is no ``weight``).
     A +/-10 s search on a minute of video costs well under a second.
     """
     lags = np.asarray(lag_steps, dtype=np.int64)
-    return _full_curve(lag_moments(x, start, feats, lags), len(lags), len(x), min_overlap)
+    return _full_curve(lag_moments(x, start, feats, lags, weight), len(lags), len(x), min_overlap)
 
 
 def _full_curve(mom: LagMoments | None, n_lags: int, n: int,
                 min_overlap: float = MIN_OVERLAP) -> tuple[np.ndarray, np.ndarray]:
     """:func:`lag_curve` from the moments of ``n`` frames at ``n_lags`` lags (None: no usable audio)."""
     if mom is None:
-        return np.full(n_lags, np.nan), np.zeros(n_lags, int)
-    return _curve_at(mom, np.arange(n_lags), n, min_overlap), mom.cnt
+        return np.full(n_lags, np.nan), np.zeros(n_lags)
+    return _curve_at(mom, np.arange(n_lags), n, min_overlap), mom.heard
 
 
 def _curve_at(mom: LagMoments, idx: np.ndarray, n: int, min_overlap: float = MIN_OVERLAP) -> np.ndarray:
@@ -227,10 +236,11 @@ def _curve_at(mom: LagMoments, idx: np.ndarray, n: int, min_overlap: float = MIN
 
 
 def sparse_lag_curve(x: np.ndarray, start: int, feats: np.ndarray, lag_steps: np.ndarray,
-                     stride: int = COARSE_STRIDE, peaks: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                     stride: int = COARSE_STRIDE, peaks: int = 3, weight: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`lag_curve` at every ``stride``-th lag, and at every lag within ``stride`` of the ``peaks`` best
     local maxima of those (damped as the engine damps): (indices into ``lag_steps``, in order; curve there;
-    frames used there).
+    frames meeting sound there, as :func:`lag_curve` counts them).
 
     The curve is smooth on the scale of a frame (the audio is averaged over 40 ms), so its peak and the
     spread of the rest (what ``peak_z`` reads) come out the same from a quarter of the lags; refining around
@@ -240,7 +250,7 @@ def sparse_lag_curve(x: np.ndarray, start: int, feats: np.ndarray, lag_steps: np
     """
     steps = np.asarray(lag_steps, dtype=np.int64)
     # one pass gives every lag's moments; correlations cost by lag
-    return _sparse_curve(lag_moments(x, start, feats, steps), len(steps), len(x), stride, peaks)
+    return _sparse_curve(lag_moments(x, start, feats, steps, weight), len(steps), len(x), stride, peaks)
 
 
 def _sparse_curve(mom: LagMoments | None, n_lags: int, n: int, stride: int = COARSE_STRIDE,
@@ -249,23 +259,23 @@ def _sparse_curve(mom: LagMoments | None, n_lags: int, n: int, stride: int = COA
     stride = max(1, stride)
     coarse = np.arange(0, n_lags, stride)
     if mom is None:
-        return coarse, np.full(len(coarse), np.nan), np.zeros(len(coarse), int)
-    raw, cnt = _curve_at(mom, coarse, n), mom.cnt[coarse]
+        return coarse, np.full(len(coarse), np.nan), np.zeros(len(coarse))
+    raw, heard = _curve_at(mom, coarse, n), mom.heard[coarse]
     if not np.isfinite(raw).any():
-        return coarse, raw, cnt
-    d = np.nan_to_num(raw * np.sqrt(cnt), nan=-np.inf)
+        return coarse, raw, heard
+    d = np.nan_to_num(raw * np.sqrt(heard), nan=-np.inf)
     padded = np.concatenate([[-np.inf], d, [-np.inf]])
     local = np.flatnonzero((d >= padded[:-2]) & (d >= padded[2:]) & np.isfinite(d))
     tops = coarse[local[np.argsort(d[local])[::-1][:peaks]]]
     fine = np.unique(np.concatenate([np.arange(max(0, b - stride + 1), min(n_lags, b + stride)) for b in tops]))
     fine = np.setdiff1d(fine, coarse)
-    raw_f, cnt_f = _curve_at(mom, fine, n), mom.cnt[fine]
-    scored = np.concatenate([d, np.nan_to_num(raw_f * np.sqrt(cnt_f), nan=-np.inf)])
+    raw_f, heard_f = _curve_at(mom, fine, n), mom.heard[fine]
+    scored = np.concatenate([d, np.nan_to_num(raw_f * np.sqrt(heard_f), nan=-np.inf)])
     best = np.concatenate([coarse, fine])[int(np.argmax(scored))]  # a tie goes to the coarse lag
     keep = np.abs(fine - best) < stride  # the rest stays on the coarse grid, as peak_z expects
     idx = np.concatenate([coarse, fine[keep]])
     order = np.argsort(idx)
-    return idx[order], np.concatenate([raw, raw_f[keep]])[order], np.concatenate([cnt, cnt_f[keep]])[order]
+    return idx[order], np.concatenate([raw, raw_f[keep]])[order], np.concatenate([heard, heard_f[keep]])[order]
 
 
 def _standard(curve: np.ndarray) -> np.ndarray:
@@ -413,19 +423,22 @@ class CCAEngine:
             return None
         return [(m, b - a) for m, (a, b) in zip(moments, spans)]
 
-    def _half_moments(self, prep: CCAPrepared, feats: np.ndarray, steps: np.ndarray, lo: int, hi: int
-                      ) -> list[tuple[LagMoments, int]] | None:
+    def _half_moments(self, prep: CCAPrepared, feats: np.ndarray, gate: np.ndarray, steps: np.ndarray, lo: int,
+                      hi: int) -> list[tuple[LagMoments, int]] | None:
         """Each half of the stretch ``lo:hi`` of the track's features on its own: its moments at every lag of
         ``steps`` and its length; None when a half is too short or meets no usable audio. The stretch's own
         moments are their sum (:meth:`LagMoments.plus`), so the halves cost the stretch no extra pass."""
         spans = self._half_spans(lo, hi)
-        return self._paired(spans, [self._span_moments(prep, feats, steps, a, b) for a, b in spans or []])
+        return self._paired(spans, [self._span_moments(prep, feats, gate, steps, a, b) for a, b in spans or []])
 
     @staticmethod
-    def _span_moments(prep: CCAPrepared, feats: np.ndarray, steps: np.ndarray, a: int, b: int) -> LagMoments | None:
+    def _span_moments(prep: CCAPrepared, feats: np.ndarray, gate: np.ndarray, steps: np.ndarray, a: int, b: int
+                      ) -> LagMoments | None:
         """The moments of features ``a:b`` with the audio they can meet within ``steps`` (None: no usable audio)."""
-        start, part = audio_around(feats, prep.track.start + a, b - a, int(np.abs(steps).max()))
-        return lag_moments(prep.features[a:b], start, part, steps)
+        reach = int(np.abs(steps).max())
+        start, part = audio_around(feats, prep.track.start + a, b - a, reach)
+        return lag_moments(prep.features[a:b], start, part, steps, audio_around(gate, prep.track.start + a, b - a,
+                                                                                  reach)[1])
 
     @staticmethod
     def _half_curves(halves: list[tuple[LagMoments, int]] | None, lags: np.ndarray,
@@ -440,7 +453,7 @@ class CCAEngine:
             raw = _curve_at(mom, idx, n)
             if not np.isfinite(raw).any():
                 return None
-            out.append((damped(raw, mom.cnt[idx], n), lags[idx]))
+            out.append((damped(raw, mom.heard[idx], n), lags[idx]))
         return out
 
     @staticmethod
@@ -458,14 +471,15 @@ class CCAEngine:
             return 0.0
         return float(min(peak_z(c, at, best_near(c, at, peak_ms, HALF_AGREE_MS)) for c, at in curves))
 
-    def _model_curve(self, prep: CCAPrepared, model_audio: np.ndarray, steps: np.ndarray, lo: int,
-                     hi: int) -> np.ndarray | None:
+    def _model_curve(self, prep: CCAPrepared, model_audio: np.ndarray, gate: np.ndarray, steps: np.ndarray,
+                     lo: int, hi: int) -> np.ndarray | None:
         """The learned lip model's own damped lag curve over the stretch (None: no model or no overlap)."""
         if prep.model_features is None:
             return None
-        start, part = audio_around(model_audio, prep.track.start + lo, hi - lo, int(np.abs(steps).max()))
+        reach = int(np.abs(steps).max())
+        start, part = audio_around(model_audio, prep.track.start + lo, hi - lo, reach)
         x = prep.model_features[lo:hi]
-        mom = lag_moments(x, start, part, steps)
+        mom = lag_moments(x, start, part, steps, audio_around(gate, prep.track.start + lo, hi - lo, reach)[1])
         if mom is None:
             return None
         ok = scored_lags(mom.cnt, len(x))
@@ -473,7 +487,7 @@ class CCAEngine:
             return None
         raw = np.full(len(steps), np.nan)
         raw[ok] = projected_curve(self.lip_model, mom, ok)
-        return damped(raw, mom.cnt, len(x))
+        return damped(raw, mom.heard, len(x))
 
     @staticmethod
     def _model_z(curve: np.ndarray | None, lags: np.ndarray, peak_ms: float) -> float:
@@ -482,9 +496,9 @@ class CCAEngine:
             return 0.0
         return peak_z(curve, lags, best_near(curve, lags, peak_ms, SUPPORT_WINDOW_MS))
 
-    def _features_at(self, prep: CCAPrepared, shift_ms: float) -> tuple[np.ndarray, np.ndarray]:
-        """The audio features, and the lip model's projection of them, with the audio moved earlier by
-        ``shift_ms`` (the last few shifts cached)."""
+    def _features_at(self, prep: CCAPrepared, shift_ms: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The audio features, the lip model's projection of them and the speech gate, with the audio moved
+        earlier by ``shift_ms`` (the last few shifts cached)."""
         key = round(float(shift_ms), 6)
         with prep.lock:
             got = prep.cache.get(key)
@@ -494,10 +508,11 @@ class CCAEngine:
                     prep.cache.pop(next(iter(prep.cache)))
         return got
 
-    def _speech_features(self, audio: np.ndarray, shift_ms: float) -> tuple[np.ndarray, np.ndarray]:
-        """:func:`audio_features` of the audio moved earlier by ``shift_ms``, and the lip model's projection."""
-        feats = audio_features(shift_audio(audio, shift_ms))
-        return feats, self.lip_model.project_speech(feats)
+    def _speech_features(self, audio: np.ndarray, shift_ms: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:func:`gated_audio_features` of the audio moved earlier by ``shift_ms``, the lip model's projection
+        of them, and the gate."""
+        feats, gate = gated_audio_features(shift_audio(audio, shift_ms))
+        return feats, self.lip_model.project_speech(feats), gate
 
     def measure(self, prep: CCAPrepared, shift_ms: float, search_ms: float) -> Estimate:
         return self._estimate(prep, 0, len(prep.features), shift_ms, search_ms)
@@ -518,39 +533,39 @@ class CCAEngine:
         search = max(MIN_SEARCH_MS, float(search_ms)) if whole else float(search_ms)
         steps = all_steps = np.arange(-int(round(search / LAG_STEP_MS)), int(round(search / LAG_STEP_MS)) + 1)
         lags = all_lags = steps * LAG_STEP_MS
-        feats, model_audio = self._features_at(prep, shift_ms)
+        feats, model_audio, gate = self._features_at(prep, shift_ms)
         n = hi - lo
         # The halves' moments at every lag; the stretch's own are their sum (read directly only without halves).
         if whole and n <= BESIDE_MAX_FRAMES:  # every lag: the whole track's curve is reported and plotted
             # the halves' and the model's curves do not depend on the peak here: read them on the two cores
             spans = self._half_spans(lo, hi)
             with ThreadPoolExecutor(2, thread_name_prefix="cca") as pool:
-                halves = [pool.submit(self._span_moments, prep, feats, steps, a, b) for a, b in spans or []]
-                model_curve = self._model_curve(prep, model_audio, steps, lo, hi)
+                halves = [pool.submit(self._span_moments, prep, feats, gate, steps, a, b) for a, b in spans or []]
+                model_curve = self._model_curve(prep, model_audio, gate, steps, lo, hi)
                 half_moments = self._paired(spans, [f.result() for f in halves])
                 curves = pool.submit(self._half_curves, half_moments, lags)
-                mom = self._joined(half_moments) or lag_moments(prep.features, prep.track.start, feats, steps)
-                raw, cnt = _full_curve(mom, len(steps), n)
+                mom = self._joined(half_moments) or lag_moments(prep.features, prep.track.start, feats, steps, gate)
+                raw, heard = _full_curve(mom, len(steps), n)
                 half_curves = curves.result()
         elif whole:  # one thing at a time: a long track's FFT buffers are large
-            half_moments = self._half_moments(prep, feats, steps, lo, hi)
+            half_moments = self._half_moments(prep, feats, gate, steps, lo, hi)
             half_curves = self._half_curves(half_moments, lags)
             mom = self._joined(half_moments, in_place=True) or lag_moments(prep.features, prep.track.start, feats,
-                                                                            steps)
+                                                                            steps, gate)
             del half_moments
-            raw, cnt = _full_curve(mom, len(steps), n)
+            raw, heard = _full_curve(mom, len(steps), n)
             del mom
-            model_curve = self._model_curve(prep, model_audio, steps, lo, hi)
+            model_curve = self._model_curve(prep, model_audio, gate, steps, lo, hi)
         else:  # a stretch (a timeline segment): every 4th lag and every lag near the best
-            half_moments = self._half_moments(prep, feats, steps, lo, hi)
-            mom = self._joined(half_moments) or self._span_moments(prep, feats, steps, lo, hi)
-            idx, raw, cnt = _sparse_curve(mom, len(steps), n)
+            half_moments = self._half_moments(prep, feats, gate, steps, lo, hi)
+            mom = self._joined(half_moments) or self._span_moments(prep, feats, gate, steps, lo, hi)
+            idx, raw, heard = _sparse_curve(mom, len(steps), n)
             steps, lags = steps[idx], lags[idx]
         if n < 3 or not np.isfinite(raw).any():
             return Estimate(self.name, 0.0, 0.0, False, False, search, lags, np.zeros(len(lags)),
                             "canonical correlation", False, 0,
                             extra={"reason": "too little overlap of face and sound"}, p_correct=0.0)
-        curve = damped(raw, cnt, n)
+        curve = damped(raw, heard, n)
         peaked = curve  # the curve whose peak is the estimate (refined on it too: its own local maximum)
         if whole and self.pool_weight and model_curve is not None and len(model_curve) == len(curve):
             peaked = _standard(curve) + self.pool_weight * _standard(model_curve)
@@ -564,11 +579,11 @@ class CCAEngine:
             near = np.flatnonzero(np.abs(all_lags - lags[best]) <= HALF_AGREE_MS)
             idx_near = np.union1d(np.arange(0, len(all_lags), COARSE_STRIDE), near)
             half_curves = self._half_curves(half_moments, all_lags, idx_near)
-            model_curve = self._model_curve(prep, model_audio, steps, lo, hi)
+            model_curve = self._model_curve(prep, model_audio, gate, steps, lo, hi)
         if b - a < REBALANCE_OVERLAP * n:
             # one half of the track barely meets the sound at this lag, so it cannot witness the peak: the
             # halves are those of the overlapping frames instead (short clips with offsets of seconds)
-            half_curves = self._half_curves(self._half_moments(prep, feats, all_steps, lo + a, lo + b), all_lags,
+            half_curves = self._half_curves(self._half_moments(prep, feats, gate, all_steps, lo + a, lo + b), all_lags,
                                             idx_near)
         z_half = self._halves_z(half_curves, float(lags[best]))
         z_model = self._model_z(model_curve, lags, float(lags[best]))

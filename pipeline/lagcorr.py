@@ -88,7 +88,8 @@ def _prefix(x: np.ndarray) -> np.ndarray:
 @dataclass
 class LagMoments:
     """Per lag: frames used (``cnt``) and the sums over them: ``sx`` (L, p), ``sxx`` (L, p, p), ``sy`` (L, q),
-    ``syy`` (L, q, q), ``sxy`` (L, p, q)."""
+    ``syy`` (L, q, q), ``sxy`` (L, p, q); and ``heard`` (L,), how many of those frames meet sound: the audio's
+    weight (:func:`lag_moments`' ``weight``, e.g. the speech gate) summed over them, ``cnt`` without one."""
 
     cnt: np.ndarray
     sx: np.ndarray
@@ -96,12 +97,13 @@ class LagMoments:
     sy: np.ndarray
     syy: np.ndarray
     sxy: np.ndarray
+    heard: np.ndarray
 
     def plus(self, other: LagMoments, in_place: bool = False) -> LagMoments:
         """The moments of two disjoint runs of frames taken together, lag by lag: every count and sum adds up,
         so a stretch's moments come from its two halves' without a pass of their own. ``in_place``: into this
         one's arrays (no third set of sums in memory; this one is then the total)."""
-        names = ("cnt", "sx", "sxx", "sy", "syy", "sxy")
+        names = ("cnt", "sx", "sxx", "sy", "syy", "sxy", "heard")
         if in_place:
             for k in names:
                 np.add(getattr(self, k), getattr(other, k), out=getattr(self, k))
@@ -118,7 +120,8 @@ class LagMoments:
         return cxx, cyy, cxy
 
 
-def lag_moments(x: np.ndarray, start: int, feats: np.ndarray, lag_steps: np.ndarray) -> LagMoments | None:
+def lag_moments(x: np.ndarray, start: int, feats: np.ndarray, lag_steps: np.ndarray,
+                weight: np.ndarray | None = None) -> LagMoments | None:
     """The sums behind every lag's covariances, exactly, in O(n log n); None without usable audio.
 
     ``x`` (n, p) are visual features at the midpoints of grid frames ``start + i`` and ``start + i + 1``
@@ -128,7 +131,8 @@ def lag_moments(x: np.ndarray, start: int, feats: np.ndarray, lag_steps: np.ndar
 
     The sums run over a contiguous run of frames: prefix sums give the visual and audio terms for every lag
     at once (the audio in 8 phases, one per 5 ms step within a frame), and one FFT cross-correlation gives
-    the cross terms.
+    the cross terms. ``weight`` (m,): how much each 5 ms row of ``feats`` is sound (the speech gate), summed
+    per lag over the overlapping frames into ``heard``.
     """
     n, p = x.shape
     b, valid = frame_window_means(feats)
@@ -143,7 +147,10 @@ def lag_moments(x: np.ndarray, start: int, feats: np.ndarray, lag_steps: np.ndar
     px, pxx = _prefix(x), _prefix((x[:, :, None] * x[:, None, :]).reshape(n, -1))
     sx, sxx = px[ihi] - px[ilo], (pxx[ihi] - pxx[ilo]).reshape(-1, p, p)
     b = np.where(valid[:, None], b, 0.0)
+    # the weight averaged over each frame's 40 ms window, as the features are
+    w = None if weight is None else frame_window_means(np.asarray(weight, np.float64)[:, None])[0][:, 0]
     sy, syy = np.zeros((len(lags), q)), np.zeros((len(lags), q * q))
+    heard = cnt.astype(np.float64)
     first = k0 + lags
     phase, base = first % STEPS_PER_FRAME, first // STEPS_PER_FRAME
     for ph in range(STEPS_PER_FRAME):
@@ -156,6 +163,9 @@ def lag_moments(x: np.ndarray, start: int, feats: np.ndarray, lag_steps: np.ndar
         lo = np.clip(ilo[sel] + base[sel], 0, size)
         hi = np.maximum(np.clip(ihi[sel] + base[sel], 0, size), lo)
         sy[sel], syy[sel] = p1[hi] - p1[lo], p2[hi] - p2[lo]
+        if w is not None:
+            pw = _prefix(w[ph::STEPS_PER_FRAME])
+            heard[sel] = pw[hi] - pw[lo]
     syy = syy.reshape(-1, q, q)
 
     reach = int(np.abs(lags).max()) + STEPS_PER_FRAME
@@ -170,7 +180,7 @@ def lag_moments(x: np.ndarray, start: int, feats: np.ndarray, lag_steps: np.ndar
     at = lags % nfft
     for a in range(p):  # column by column: bounded memory on long clips
         sxy[:, a, :] = np.fft.irfft(np.conj(fx[:, a])[:, None] * fb, nfft, axis=0)[at]
-    return LagMoments(cnt, sx, sxx, sy, syy, sxy)
+    return LagMoments(cnt, sx, sxx, sy, syy, sxy, heard)
 
 
 def _first_row(start: int) -> int:
@@ -234,10 +244,12 @@ def parabolic_peak(curve: np.ndarray, best: int, step: float) -> float:
     return (refine_minimum(-np.asarray(curve, dtype=np.float64), best) - best) * step
 
 
-def damped(raw: np.ndarray, cnt: np.ndarray, n: int) -> np.ndarray:
-    """The curve times sqrt(overlap share): fewer overlapping frames raise a correlation by chance.
+def damped(raw: np.ndarray, heard: np.ndarray, n: int) -> np.ndarray:
+    """The curve times sqrt(the share of the ``n`` frames that meet sound at each lag, ``heard``): fewer
+    samples raise a correlation by chance, and a frame that meets silence (a pause, or a soundtrack that
+    starts late or ends early) is no sample of speech however many audio samples it meets.
     Lags without enough overlap (NaN) get the curve's minimum."""
-    curve = raw * np.sqrt(cnt / max(n, 1))
+    curve = raw * np.sqrt(heard / max(n, 1))
     return np.nan_to_num(curve, nan=float(np.nanmin(curve)))
 
 

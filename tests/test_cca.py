@@ -22,6 +22,7 @@ from pipeline.cca import (
     audio_features,
     band_energy,
     first_canonical_correlations,
+    gated_audio_features,
     lag_curve,
     sparse_lag_curve,
     speech_gate,
@@ -30,6 +31,7 @@ from pipeline.correct import write_shifted
 from pipeline.lagcorr import (
     STEPS_PER_FRAME,
     audio_around,
+    damped,
     frame_window_means,
     lag_moments,
     moving_average,
@@ -227,6 +229,34 @@ def test_on_a_short_clip_with_a_large_offset_the_halves_are_those_of_the_overlap
     assert est.extra["z_halves"] > 0.5
 
 
+def test_a_late_soundtracks_silence_is_not_counted_as_overlap(tmp_path, fixtures_dir, baselines):
+    """5 s of example.avi with its sound 2.5 s late, silence before it: at lag 0 the whole track meets audio
+    samples but only its second half meets sound, so it has the evidence of half a track, and lags like it
+    must be damped as such, not as whole-track lags. Counting the frames that meet sound (the speech gate)
+    rather than audio samples lifts the true peak above them (real media, the engine's own features)."""
+    short = _cut(fixtures_dir / "example.avi", tmp_path / "short.avi", 5.0)
+    late = write_shifted(short, tmp_path / "late.avi", -2500.0).output
+    a = analyse(late, face_crops=False)
+    track = max(a.tracks, key=lambda t: len(t.mouth_crops))
+    x = CCAEngine().prepare(a, track).features
+    feats, gate = gated_audio_features(a.audio)
+    steps = np.arange(-600, 601)
+    lags = steps * 5.0
+    raw, heard = lag_curve(x, track.start, feats, steps, weight=gate)
+    _, frames = lag_curve(x, track.start, feats, steps)
+    n = len(x)
+    at0 = len(steps) // 2
+    assert frames[at0] >= n - 2 and heard[at0] < 0.6 * n  # half the track meets the silence before the sound
+    truth = 2500.0 + baselines["example.avi"].audio_lag_ms
+    z = {}
+    for name, count in (("sound", heard), ("samples", frames)):
+        curve = damped(raw, count, n)
+        best = int(np.argmax(curve))
+        assert lags[best] == pytest.approx(truth, abs=40.0), name
+        z[name] = peak_z(curve, lags, best)
+    assert z["sound"] > z["samples"] + 0.3, z
+
+
 def test_p_correct_is_in_every_estimate_of_the_json(capsys, fixtures_dir):
     from pipeline.cli import main
 
@@ -350,6 +380,38 @@ def test_lag_curve_equals_the_direct_canonical_correlation_at_every_lag():
         assert c == ok.sum()
         assert got == pytest.approx(first_canonical_correlations(x, ys[None], ok[None])[0], abs=1e-9)
     assert np.nanargmax(curve) == 3  # the planted relation is at lag 0
+
+
+def test_heard_counts_the_overlapping_frames_that_meet_sound():
+    """The damping counts the frames that meet sound, not those that meet audio samples: a soundtrack made
+    late by silence meets the whole track at lag 0 but speaks to only part of it. ``heard`` must be, at
+    every lag, the speech weight averaged over each overlapping frame's 40 ms window and summed over those
+    frames; without a weight it is the frame count; halves add up to the whole."""
+    rng = np.random.default_rng(12)
+    n, start = 120, 6
+    x = rng.standard_normal((n, 3))
+    feats = rng.standard_normal((STEPS_PER_FRAME * 130, 2))
+    weight = rng.uniform(0.2, 1.0, len(feats))
+    weight[: STEPS_PER_FRAME * 60] = 0.0  # the first 2.4 s silent: the sound starts late
+    steps = np.arange(-500, 501, 25)
+    mom = lag_moments(x, start, feats, steps, weight)
+    plain = lag_moments(x, start, feats, steps)
+    wmean, valid = frame_window_means(weight[:, None])
+    k0 = STEPS_PER_FRAME * start + 2
+    for lag, heard, c in zip(steps, mom.heard, mom.cnt):
+        j = k0 + STEPS_PER_FRAME * np.arange(n) + lag
+        ok = (j >= 0) & (j < len(feats))
+        ok[ok] &= valid[j[ok]]
+        assert c == ok.sum()
+        assert heard == pytest.approx(wmean[j[ok], 0].sum(), abs=1e-9)
+    assert np.array_equal(plain.heard, plain.cnt)
+    at0 = len(steps) // 2
+    assert mom.cnt[at0] == n and 0 < mom.heard[at0] < 0.6 * n  # at lag 0 half the track meets silence
+    assert np.array_equal(mom.cnt, plain.cnt)
+    for k in ("sx", "sxx", "sy", "syy", "sxy"):  # the weight changes no sum behind the correlation
+        assert np.array_equal(getattr(mom, k), getattr(plain, k)), k
+    halves = [lag_moments(x[a:b], start + a, feats, steps, weight) for a, b in ((0, 60), (60, n))]
+    assert np.allclose(halves[0].plus(halves[1]).heard, mom.heard, atol=1e-9)
 
 
 def test_a_stretch_of_the_track_reads_the_same_from_its_slice_of_the_audio():
