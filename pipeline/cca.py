@@ -16,7 +16,9 @@ Two witnesses check the peak: each half of the track on its own (``z_halves``), 
 lip model fitted once over many speakers (:mod:`pipeline.lipmodel`, ``z_model``): a chance peak of the
 per-clip fit is rarely backed by either. On the whole track the peak itself is read on the per-clip curve
 plus half the lip model's (:data:`MODEL_POOL_WEIGHT`): the per-clip fit adapts to the speaker, the learned
-map cannot overfit a short clip.
+map cannot overfit a short clip. The lip model backs lags and never vetoes one: where its curve falls below
+its mean it adds nothing (its correlations are signed, and a mouth it reads the wrong way round, such as
+a negative image, would otherwise push the peak off a clear per-clip one).
 
 ``confidence`` is the engine's own score: how far the peak stands above the rest of the curve (z).
 ``p_correct`` is the chance that the estimate is within 40 ms, read off a logistic calibration of z, the
@@ -106,7 +108,8 @@ MIN_HALF_FRAMES = GRID_FPS
 HALF_AGREE_MS = 20.0
 CALIBRATION_FILE = Path(__file__).with_name("cca_calibration.json")
 #: The whole track's peak is read on its curve plus this much of the lip model's (each as z-scores over the
-#: lags): the per-clip fit adapts to the speaker, the learned map cannot overfit a short clip (README)
+#: lags; the lip model's only where it stands above its mean): the per-clip fit adapts to the speaker, the
+#: learned map cannot overfit a short clip (README)
 MODEL_POOL_WEIGHT = 0.5
 #: Where fewer than this share of the stretch's frames meet the sound at its peak, the halves' agreement is
 #: read on the halves of the frames that do (else a lag of seconds leaves one half nothing to agree with).
@@ -568,7 +571,8 @@ class CCAEngine:
         curve = damped(raw, heard, n)
         peaked = curve  # the curve whose peak is the estimate (refined on it too: its own local maximum)
         if whole and self.pool_weight and model_curve is not None and len(model_curve) == len(curve):
-            peaked = _standard(curve) + self.pool_weight * _standard(model_curve)
+            # the lip model backs a lag, never vetoes one (below its mean it adds nothing)
+            peaked = _standard(curve) + self.pool_weight * np.maximum(_standard(model_curve), 0.0)
         best = int(np.argmax(peaked))
         lag = float(lags[best]) + parabolic_peak(peaked, best, LAG_STEP_MS)
         z = peak_z(curve, lags, best)

@@ -257,6 +257,23 @@ def test_a_late_soundtracks_silence_is_not_counted_as_overlap(tmp_path, fixtures
     assert z["sound"] > z["samples"] + 0.3, z
 
 
+def test_a_negative_image_reads_as_the_positive_one(tmp_path, fixtures_dir, baselines):
+    """example.avi as a negative image (every pixel 255 - x): the mouth moves as before, but the brightness
+    features the learned lip model reads change sign, so its curve anti-correlates at the true lag. It may back
+    a lag, never veto one: the per-clip fit (sign-free) must decide, as it read the positive image, and shifted
+    copies must move by the shift. (Vetoing, it read -214 ms at z 7.8 and a -500 ms copy 100 ms off.)"""
+    from matrix import _same
+
+    neg = _same(fixtures_dir, tmp_path, "negative.mp4",
+                frames_fn=lambda frames: [np.ascontiguousarray(255 - x) for x in frames])
+    base = baselines["example.avi"].audio_lag_ms
+    r = detect_cca(neg)
+    assert r.decision == "shift" and r.audio_lag_ms == pytest.approx(base, abs=20.0)
+    late = write_shifted(neg, tmp_path / "late.mp4", -500.0).output
+    r = detect_cca(late)
+    assert r.decision == "shift" and r.audio_lag_ms - base == pytest.approx(500.0, abs=20.0)
+
+
 def test_p_correct_is_in_every_estimate_of_the_json(capsys, fixtures_dir):
     from pipeline.cli import main
 
