@@ -239,8 +239,7 @@ def _curve_at(mom: LagMoments, idx: np.ndarray, n: int, min_overlap: float = MIN
 
 
 def sparse_lag_curve(x: np.ndarray, start: int, feats: np.ndarray, lag_steps: np.ndarray,
-                     stride: int = COARSE_STRIDE, peaks: int = 3, weight: np.ndarray | None = None
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                     stride: int = COARSE_STRIDE, peaks: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`lag_curve` at every ``stride``-th lag, and at every lag within ``stride`` of the ``peaks`` best
     local maxima of those (damped as the engine damps): (indices into ``lag_steps``, in order; curve there;
     frames meeting sound there, as :func:`lag_curve` counts them).
@@ -253,7 +252,7 @@ def sparse_lag_curve(x: np.ndarray, start: int, feats: np.ndarray, lag_steps: np
     """
     steps = np.asarray(lag_steps, dtype=np.int64)
     # one pass gives every lag's moments; correlations cost by lag
-    return _sparse_curve(lag_moments(x, start, feats, steps, weight), len(steps), len(x), stride, peaks)
+    return _sparse_curve(lag_moments(x, start, feats, steps), len(steps), len(x), stride, peaks)
 
 
 def _sparse_curve(mom: LagMoments | None, n_lags: int, n: int, stride: int = COARSE_STRIDE,
@@ -435,13 +434,19 @@ class CCAEngine:
         return self._paired(spans, [self._span_moments(prep, feats, gate, steps, a, b) for a, b in spans or []])
 
     @staticmethod
+    def _moments_around(x: np.ndarray, start: int, audio: np.ndarray, gate: np.ndarray, steps: np.ndarray
+                        ) -> LagMoments | None:
+        """The moments of the frames ``x`` from grid frame ``start`` with the rows of ``audio`` (and of its speech
+        gate) they can meet within ``steps``: a stretch's search costs by the stretch (None: no usable audio)."""
+        reach = int(np.abs(steps).max())
+        s0, part = audio_around(audio, start, len(x), reach)
+        return lag_moments(x, s0, part, steps, audio_around(gate, start, len(x), reach)[1])
+
+    @staticmethod
     def _span_moments(prep: CCAPrepared, feats: np.ndarray, gate: np.ndarray, steps: np.ndarray, a: int, b: int
                       ) -> LagMoments | None:
         """The moments of features ``a:b`` with the audio they can meet within ``steps`` (None: no usable audio)."""
-        reach = int(np.abs(steps).max())
-        start, part = audio_around(feats, prep.track.start + a, b - a, reach)
-        return lag_moments(prep.features[a:b], start, part, steps, audio_around(gate, prep.track.start + a, b - a,
-                                                                                  reach)[1])
+        return CCAEngine._moments_around(prep.features[a:b], prep.track.start + a, feats, gate, steps)
 
     @staticmethod
     def _half_curves(halves: list[tuple[LagMoments, int]] | None, lags: np.ndarray,
@@ -479,10 +484,8 @@ class CCAEngine:
         """The learned lip model's own damped lag curve over the stretch (None: no model or no overlap)."""
         if prep.model_features is None:
             return None
-        reach = int(np.abs(steps).max())
-        start, part = audio_around(model_audio, prep.track.start + lo, hi - lo, reach)
         x = prep.model_features[lo:hi]
-        mom = lag_moments(x, start, part, steps, audio_around(gate, prep.track.start + lo, hi - lo, reach)[1])
+        mom = self._moments_around(x, prep.track.start + lo, model_audio, gate, steps)
         if mom is None:
             return None
         ok = scored_lags(mom.cnt, len(x))
