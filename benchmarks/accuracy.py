@@ -282,6 +282,7 @@ def run_case(case: Case, analyses: dict, engine, search_ms: float | None = None)
             "z": None if est is None else est.extra.get("z"),
             "z_halves": None if est is None else est.extra.get("z_halves"),
             "z_model": None if est is None else est.extra.get("z_model"),
+            "z_activity": None if est is None else est.extra.get("z_activity"),
             "frames": None if est is None else est.windows,
             "overlap": None if est is None else est.extra.get("overlap_frames"),
             "edge": None if est is None else bool(est.edge), "search_ms": None if est is None else est.search_ms}

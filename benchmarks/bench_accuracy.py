@@ -218,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="fit without the halves' agreement, for comparison")
     ap.add_argument("--no-model", action="store_true",
                     help="fit without the learned lip model's support (z_model), for comparison")
+    ap.add_argument("--no-activity", action="store_true",
+                    help="fit without the activity witness (z_activity), for comparison")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
@@ -239,15 +241,16 @@ def main(argv: list[str] | None = None) -> int:
     # published 0); the figures quoted keep the published sync
     fit_rows = cf.with_release_truth(rows)
     if args.write_calibration:
-        f = cf.fit(fit_rows, halves=not args.no_halves, model=not args.no_model)
+        f = cf.fit(fit_rows, halves=not args.no_halves, model=not args.no_model, activity=not args.no_activity)
         CALIBRATION_FILE.write_text(json.dumps({**f.to_dict(), "source": "benchmarks/bench_accuracy.py "
                                                 "--write-calibration, fitted on all dev-set cases"}, indent=2)
                                     + "\n")
         print(f"wrote {CALIBRATION_FILE}: {f.to_dict()}", file=sys.stderr)
     shipped = load_calibration()
-    z, frames, zh, zm = cf.design(rows)
-    p_ship = shipped.p_correct(z, frames, zh, zm)
-    p_cv, thr_cv, fits = cf.held_out_p(fit_rows, halves=not args.no_halves, model=not args.no_model)
+    z, frames, zh, zm, za = cf.design(rows)
+    p_ship = shipped.p_correct(z, frames, zh, zm, za)
+    p_cv, thr_cv, fits = cf.held_out_p(fit_rows, halves=not args.no_halves, model=not args.no_model,
+                                       activity=not args.no_activity)
 
     print("\n".join(per_clip_rows(rows, p_cv, thr_cv)))
     held = summarise(rows, p_cv, thr_cv)
