@@ -3,10 +3,11 @@
 The engine's score is ``z``: how far the lag curve's peak stands above the rest of it. Whether a peak is
 right depends on ``z`` and on how much face there was (a 3 s clip reaches a given ``z`` by chance more
 often than a minute does), so ``p_correct`` is a logistic function of ``z``, log(seconds of face) and the
-three witnesses' support of the peak (``z_halves``, ``z_model``, ``z_activity``), fitted to "was this estimate within 40 ms" over the benchmark's cases (:mod:`benchmarks.accuracy`):
-natural clips, shifted copies and sub-clips (correct or not), and video paired with other clips' audio
-(never correct). The decision threshold on ``p_correct`` is the lowest that keeps both the false-confident
-rate on the mismatched pairs within its target, with a margin.
+three witnesses' support of the peak (``z_halves``, ``z_model``, ``z_activity``), fitted to "was this
+estimate within 40 ms" over the benchmark's cases (:mod:`benchmarks.accuracy`): natural clips, shifted
+copies and sub-clips (correct or not), and video paired with other clips' audio (never correct). The
+decision threshold on ``p_correct`` is the lowest that keeps both the false-confident rate on the
+mismatched pairs within its target, with a margin.
 
 What is right for a case (:func:`reference_lag`): the published sync of a trusted clip (0, or an anchor's
 known lag) plus any induced shift. For clips whose own sync is doubtful (the manifest's list), the engine's

@@ -416,6 +416,15 @@ def test_canonical_correlation_finds_a_planted_relation():
     assert rho[0] > 0.45 and rho[1] < 0.15
 
 
+def _frames_meeting_audio(n: int, start: int, lag: int, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Directly, for checking the prefix sums: the 40 ms window-mean audio row each of ``n`` frames from grid
+    frame ``start`` meets at ``lag`` steps, and which of those rows exist whole (``valid``)."""
+    j = STEPS_PER_FRAME * (start + np.arange(n)) + 2 + lag
+    ok = (j >= 0) & (j < len(valid))
+    ok[ok] &= valid[j[ok]]
+    return j, ok
+
+
 def test_lag_curve_equals_the_direct_canonical_correlation_at_every_lag():
     """The prefix-sum + FFT curve is the same number as CCA computed lag by lag on the overlapping frames."""
     rng = np.random.default_rng(3)
@@ -426,11 +435,8 @@ def test_lag_curve_equals_the_direct_canonical_correlation_at_every_lag():
     steps = np.array([-300, -41, -3, 0, 5, 17, 120])
     curve, cnt = lag_curve(x, start, feats, steps, min_overlap=0.1)
     means, valid = frame_window_means(feats)
-    k0 = STEPS_PER_FRAME * start + 2
     for lag, got, c in zip(steps, curve, cnt):
-        j = k0 + STEPS_PER_FRAME * np.arange(n) + lag
-        ok = (j >= 0) & (j < len(feats))
-        ok[ok] &= valid[j[ok]]
+        j, ok = _frames_meeting_audio(n, start, lag, valid)
         ys = np.zeros((n, 2))
         ys[ok] = means[j[ok]]
         assert c == ok.sum()
@@ -452,11 +458,8 @@ def test_signed_correlation_is_the_direct_pearson_correlation_at_every_lag():
     curve = signed_correlation(mom, n)
     negated = signed_correlation(lag_moments(x, start, -feats, steps), n)
     means, valid = frame_window_means(feats)
-    k0 = STEPS_PER_FRAME * start + 2
     for lag, got, neg in zip(steps, curve, negated):
-        j = k0 + STEPS_PER_FRAME * np.arange(n) + lag
-        ok = (j >= 0) & (j < len(feats))
-        ok[ok] &= valid[j[ok]]
+        j, ok = _frames_meeting_audio(n, start, lag, valid)
         if ok.sum() < 0.4 * n:
             assert np.isnan(got) and np.isnan(neg)
             continue
@@ -480,11 +483,8 @@ def test_heard_counts_the_overlapping_frames_that_meet_sound():
     mom = lag_moments(x, start, feats, steps, weight)
     plain = lag_moments(x, start, feats, steps)
     wmean, valid = frame_window_means(weight[:, None])
-    k0 = STEPS_PER_FRAME * start + 2
     for lag, heard, c in zip(steps, mom.heard, mom.cnt):
-        j = k0 + STEPS_PER_FRAME * np.arange(n) + lag
-        ok = (j >= 0) & (j < len(feats))
-        ok[ok] &= valid[j[ok]]
+        j, ok = _frames_meeting_audio(n, start, lag, valid)
         assert c == ok.sum()
         assert heard == pytest.approx(wmean[j[ok], 0].sum(), abs=1e-9)
     assert np.array_equal(plain.heard, plain.cnt)
