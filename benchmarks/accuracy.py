@@ -6,7 +6,7 @@ Every case is an :class:`~pipeline.analysis.Analysis` made in memory from a clip
 * ``shifted``: its audio made later by ``d`` ms (sample-exact, silence-filled, same length), truth + d;
 * ``sub``: a 3, 5 or 8 s window of face and sound, cut together (it must agree with the whole clip);
 * ``mismatch``: the clip's video with another clip's audio, or with its own audio time-reversed (it must
-  be "uncertain");
+  be "uncertain"); and each 3 s sub-clip window with another clip's audio;
 * ``noisy``: the clip as it is or shifted, with pink noise or another clip's speech mixed into its sound at a
   given signal-to-noise ratio (a noisy room, a second talker), noise that starts and stops, a music bed
   with a beat, or played in a reverberant room. Never used to fit anything: it measures how the
@@ -32,6 +32,10 @@ SHIFTS_MS = (-2500.0, -1500.0, -500.0, -160.0, 90.0, 300.0, 1100.0, 1500.0, 2500
 SUB_SECONDS = (3, 5, 8)
 SUBS_PER_LENGTH = 3  #: windows per clip and length, spread over the clip
 MISMATCH_PER_CLIP = 12  #: other clips' soundtracks paired with each clip's video (plus its own reversed)
+#: Each of a clip's 3 s sub-clip windows is also paired with another clip's sound (``mismatch`` with a
+#: ``window``): the false-confident rate of short stretches, which the full-length pairs of mostly longer
+#: clips say little about.
+MISMATCH_WINDOW_SECONDS = 3
 #: Noisy cases: each condition (``pink:SNR``, ``talker:SNR``, ``bursts:SNR`` or ``music:SNR``, dB against the
 #: speech's active level; ``reverb:RT60``, seconds) on the clip as it is and on two shifted copies.
 NOISES = ("pink:10", "pink:0", "talker:0", "reverb:0.6", "bursts:0", "music:10")
@@ -57,6 +61,7 @@ class Case:
 def make_cases(clips: list[Clip], n_frames: dict[str, int], seed: int = 0) -> list[Case]:
     rng = np.random.default_rng(seed)
     talker_rng = np.random.default_rng(seed + 1)  # its own stream: the other cases stay as they were
+    window_rng = np.random.default_rng(seed + 2)  # likewise
     cases: list[Case] = []
     names = [c.name for c in clips]
     for c in clips:
@@ -75,6 +80,11 @@ def make_cases(clips: list[Clip], n_frames: dict[str, int], seed: int = 0) -> li
         for m in rng.choice(others, min(MISMATCH_PER_CLIP, len(others)), replace=False):
             cases.append(Case("mismatch", c.name, c.project, audio_from=str(m)))
         cases.append(Case("mismatch", c.name, c.project, audio_from="~" + c.name))
+        length = MISMATCH_WINDOW_SECONDS * 25
+        if n >= length + 25:
+            for s in np.linspace(0, n - length, SUBS_PER_LENGTH).astype(int):
+                cases.append(Case("mismatch", c.name, c.project, window=(int(s), int(s) + length),
+                                  audio_from=str(window_rng.choice(others))))
         talkers = [m.name for m in clips if m.project != c.project]
         for noise in NOISES:
             src = str(talker_rng.choice(talkers)) if noise.startswith("talker") and talkers else None
@@ -282,7 +292,6 @@ def run_case(case: Case, analyses: dict, engine, search_ms: float | None = None)
             "z": None if est is None else est.extra.get("z"),
             "z_halves": None if est is None else est.extra.get("z_halves"),
             "z_model": None if est is None else est.extra.get("z_model"),
-            "z_activity": None if est is None else est.extra.get("z_activity"),
             "frames": None if est is None else est.windows,
             "overlap": None if est is None else est.extra.get("overlap_frames"),
             "edge": None if est is None else bool(est.edge), "search_ms": None if est is None else est.search_ms}

@@ -3,9 +3,9 @@
 The engine's score is ``z``: how far the lag curve's peak stands above the rest of it. Whether a peak is
 right depends on ``z`` and on how much face there was (a 3 s clip reaches a given ``z`` by chance more
 often than a minute does), so ``p_correct`` is a logistic function of ``z``, log(seconds of face) and the
-three witnesses' support of the peak (``z_halves``, ``z_model``, ``z_activity``), fitted to "was this
-estimate within 40 ms" over the benchmark's cases (:mod:`benchmarks.accuracy`): natural clips, shifted
-copies and sub-clips (correct or not), and video paired with other clips' audio (never correct). The
+two witnesses' support of the peak (``z_halves``, ``z_model``), fitted to "was this estimate within 40 ms"
+over the benchmark's cases (:mod:`benchmarks.accuracy`): natural clips, shifted copies and sub-clips
+(correct or not), and video paired with other clips' audio, whole and in 3 s windows (never correct). The
 decision threshold on ``p_correct`` is the lowest that keeps both the false-confident rate on the
 mismatched pairs within its target, with a margin.
 
@@ -104,14 +104,13 @@ def labels(rows: list[dict]) -> tuple[np.ndarray, np.ndarray]:
     return usable, correct
 
 
-def design(rows: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(z, frames, z_halves, z_model, z_activity) per row (0 where a row has no score)."""
+def design(rows: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(z, frames, z_halves, z_model) per row (0 where a row has no score)."""
     z = np.array([r["z"] if r["z"] is not None else 0.0 for r in rows], float)
     frames = np.array([r["frames"] if r["frames"] else 1 for r in rows], float)
     zh = np.array([r.get("z_halves") or 0.0 for r in rows], float)
     zm = np.array([r.get("z_model") or 0.0 for r in rows], float)
-    za = np.array([r.get("z_activity") or 0.0 for r in rows], float)
-    return z, frames, zh, zm, za
+    return z, frames, zh, zm
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -152,27 +151,25 @@ def choose_threshold(rows: list[dict], p: np.ndarray, usable: np.ndarray, correc
     return 0.9999
 
 
-def fit(rows: list[dict], halves: bool = True, model: bool = True, activity: bool = True) -> Calibration:
+def fit(rows: list[dict], halves: bool = True, model: bool = True) -> Calibration:
     """The calibration fitted on ``rows``: logistic on the usable rows, then the threshold. Rows of the kinds in
     :data:`NOT_FITTED` are left out (they measure how the fit carries over).
 
     ``halves``: use the halves' agreement (``z_halves``) as an input beside z and the length; ``model``: the
-    learned lip model's support of the peak (``z_model``); ``activity``: the activity witness's
-    (``z_activity``: the mouth moving when there is speech and resting when there is none).
+    learned lip model's support of the peak (``z_model``).
     """
     rows = [r for r in rows if r["kind"] not in NOT_FITTED]
     usable, correct = labels(rows)
-    z, frames, zh, zm, za = design(rows)
+    z, frames, zh, zm = design(rows)
     zh = zh if halves else np.zeros_like(zh)
     zm = zm if model else np.zeros_like(zm)
-    za = za if activity else np.zeros_like(za)
-    cols = [z, np.log(np.maximum(frames, 1) / 25.0), zh, zm, za]
+    cols = [z, np.log(np.maximum(frames, 1) / 25.0), zh, zm]
     w = fit_logistic(np.stack(cols, axis=1)[usable], correct[usable].astype(float))
-    f = Calibration(w[0], w[1], w[2], 0.5, w[3], model_weight=w[4], activity_weight=w[5])
-    return replace(f, threshold=choose_threshold(rows, f.p_correct(z, frames, zh, zm, za), usable, correct))
+    f = Calibration(w[0], w[1], w[2], 0.5, w[3], model_weight=w[4])
+    return replace(f, threshold=choose_threshold(rows, f.p_correct(z, frames, zh, zm), usable, correct))
 
 
-def held_out_p(rows: list[dict], halves: bool = True, model: bool = True, activity: bool = True
+def held_out_p(rows: list[dict], halves: bool = True, model: bool = True
                ) -> tuple[np.ndarray, np.ndarray, dict[str, Calibration]]:
     """p_correct and threshold for every row from a fit that never saw the row's source project.
 
@@ -184,12 +181,12 @@ def held_out_p(rows: list[dict], halves: bool = True, model: bool = True, activi
     p = np.zeros(len(rows))
     thr = np.zeros(len(rows))
     fits: dict[str, Calibration] = {}
-    z, frames, zh, zm, za = design(rows)
+    z, frames, zh, zm = design(rows)
     for proj in projects:
         test = np.array([r["project"] == proj for r in rows])
         train = [r for r in rows if r["project"] != proj
                  and not (r["kind"] == "mismatch" and proj_of.get(str(r["audio_from"]).lstrip("~")) == proj)]
-        f = fits[proj] = fit(train, halves, model, activity)
-        p[test] = f.p_correct(z[test], frames[test], zh[test], zm[test], za[test])
+        f = fits[proj] = fit(train, halves, model)
+        p[test] = f.p_correct(z[test], frames[test], zh[test], zm[test])
         thr[test] = f.threshold
     return p, thr, fits

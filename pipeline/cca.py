@@ -12,11 +12,9 @@ cross-correlation (:func:`lag_curve`), so a wide search costs little more than a
 (:mod:`pipeline.lagcorr`). Each lag is damped by the square root of the share of the track that meets
 sound there (the speech gate summed over the overlapping frames, so a pause or the silence before a late
 soundtrack counts as no sample), because a canonical correlation over fewer samples is higher by chance.
-Three witnesses check the peak: each half of the track on its own (``z_halves``), a small learned linear
-lip model fitted once over many speakers (:mod:`pipeline.lipmodel`, ``z_model``), and whether the mouth
-moves when there is speech and rests when there is none (``z_activity``: the one reading that counts the
-pauses and the silence of a displaced soundtrack rather than gating them out): a chance peak of the
-per-clip fit is rarely backed by them. On the whole track the peak itself is read on the per-clip curve
+Two witnesses check the peak: each half of the track on its own (``z_halves``), and a small learned linear
+lip model fitted once over many speakers (:mod:`pipeline.lipmodel`, ``z_model``): a chance peak of the
+per-clip fit is rarely backed by either. On the whole track the peak itself is read on the per-clip curve
 plus half the lip model's (:data:`MODEL_POOL_WEIGHT`): the per-clip fit adapts to the speaker, the learned
 map cannot overfit a short clip. The lip model backs lags and never vetoes one: where its curve falls below
 its mean it adds nothing (its correlations are signed, and a mouth it reads the wrong way round, such as
@@ -24,7 +22,7 @@ a negative image, would otherwise push the peak off a clear per-clip one).
 
 ``confidence`` is the engine's own score: how far the peak stands above the rest of the curve (z).
 ``p_correct`` is the chance that the estimate is within 40 ms, read off a logistic calibration of z, the
-clip's length and the three witnesses, fitted on the development set (``cca_calibration.json``, reproduced by
+clip's length and the two witnesses, fitted on the development set (``cca_calibration.json``, reproduced by
 ``benchmarks/bench_accuracy.py --write-calibration``, which reports its figures with whole source projects
 held out); it decides, at a threshold chosen so that video paired with another clip's audio is called
 confident at most 1 % of the time. Measured figures: README, "Engines".
@@ -49,19 +47,16 @@ from .estimates import Estimate, shift_audio
 from .lagcorr import (
     HOP,
     MIN_OVERLAP,
-    STEPS_PER_FRAME,
     LagMoments,
     audio_around,
     best_near,
     damped,
     highpass,
     lag_moments,
-    moving_average,
     overlap_span,
     parabolic_peak,
     peak_z,
     scored_lags,
-    signed_correlation,
 )
 from .lipmodel import (
     PROFILE_BANDS,
@@ -119,10 +114,6 @@ MODEL_POOL_WEIGHT = 0.5
 #: Where fewer than this share of the stretch's frames meet the sound at its peak, the halves' agreement is
 #: read on the halves of the frames that do (else a lag of seconds leaves one half nothing to agree with).
 REBALANCE_OVERLAP = 0.9
-#: The activity witness (:func:`mouth_activity`, :func:`speech_activity`) smooths both sides over this many
-#: frames (200 ms, about a syllable): it asks whether the mouth moves when there is speech and rests when
-#: there is none, not how. Set beforehand, not fitted (README: 360 and 600 ms measured alike).
-ACTIVITY_FRAMES = 5
 
 
 # ------------------------------------------------------------------------------------------- features
@@ -214,19 +205,6 @@ def gated_audio_features(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def audio_features(audio: np.ndarray) -> np.ndarray:
     """:func:`gated_audio_features` without the gate. (m, 19)."""
     return gated_audio_features(audio)[0]
-
-
-def mouth_activity(features: np.ndarray) -> np.ndarray:
-    """How much the mouth moves at each frame midpoint: the length of its feature vector (every feature a
-    standardised velocity), averaged over :data:`ACTIVITY_FRAMES`. (n, 1)."""
-    speed = np.sqrt(np.square(np.asarray(features, np.float64)).sum(axis=1))
-    return moving_average(speed, ACTIVITY_FRAMES)[:, None]
-
-
-def speech_activity(gate: np.ndarray) -> np.ndarray:
-    """How much of each 5 ms is speech (:func:`speech_gate`), averaged over :data:`ACTIVITY_FRAMES` frames.
-    (m, 1)."""
-    return moving_average(np.asarray(gate, np.float64), ACTIVITY_FRAMES * STEPS_PER_FRAME)[:, None]
 
 
 def lag_curve(x: np.ndarray, start: int, feats: np.ndarray, lag_steps: np.ndarray,
@@ -341,7 +319,7 @@ def first_canonical_correlations(x: np.ndarray, ys: np.ndarray, masks: np.ndarra
 @dataclass(frozen=True)
 class Calibration:
     """p_correct = logistic(intercept + z_weight z + length_weight log(seconds of face) + half_weight z_halves
-    + model_weight z_model + activity_weight z_activity).
+    + model_weight z_model).
 
     Confident at ``threshold``. Fitted by ``benchmarks/bench_accuracy.py --write-calibration``.
     """
@@ -353,19 +331,17 @@ class Calibration:
     half_weight: float = 0.0
     source: str = ""
     model_weight: float = 0.0
-    activity_weight: float = 0.0
 
-    def p_correct(self, z, frames, z_halves=0.0, z_model=0.0, z_activity=0.0):
+    def p_correct(self, z, frames, z_halves=0.0, z_model=0.0):
         """For one estimate (floats) or many at once (arrays: the benchmark's cross-validation)."""
         seconds = np.maximum(frames, 1) / GRID_FPS
         t = (self.intercept + self.z_weight * z + self.length_weight * np.log(seconds)
-             + self.half_weight * z_halves + self.model_weight * z_model + self.activity_weight * z_activity)
+             + self.half_weight * z_halves + self.model_weight * z_model)
         return 1.0 / (1.0 + np.exp(-np.clip(t, -50.0, 50.0)))
 
     def to_dict(self) -> dict:
         return {k: round(float(getattr(self, k)), 5) for k in
-                ("intercept", "z_weight", "length_weight", "half_weight", "model_weight", "activity_weight",
-                 "threshold")}
+                ("intercept", "z_weight", "length_weight", "half_weight", "model_weight", "threshold")}
 
 
 def load_calibration(path: Path = CALIBRATION_FILE) -> Calibration:
@@ -373,7 +349,7 @@ def load_calibration(path: Path = CALIBRATION_FILE) -> Calibration:
     d = json.loads(Path(path).read_text())
     return Calibration(float(d["intercept"]), float(d["z_weight"]), float(d["length_weight"]),
                        float(d["threshold"]), float(d.get("half_weight", 0.0)), str(d.get("source", "")),
-                       float(d.get("model_weight", 0.0)), float(d.get("activity_weight", 0.0)))
+                       float(d.get("model_weight", 0.0)))
 
 
 # ------------------------------------------------------------------------------------------- the engine
@@ -526,28 +502,6 @@ class CCAEngine:
             return 0.0
         return peak_z(curve, lags, best_near(curve, lags, peak_ms, SUPPORT_WINDOW_MS))
 
-    @staticmethod
-    def _activity_curve(prep: CCAPrepared, gate: np.ndarray, steps: np.ndarray, lo: int, hi: int) -> np.ndarray:
-        """The activity witness's curve over the stretch ``lo:hi``: at every lag of ``steps``, the correlation of
-        how much the mouth moves with how much of the sound is speech (NaN where too little overlaps).
-
-        Every other reading weighs the sound by the speech gate, so a pause, or the silence a displaced
-        soundtrack leaves, says nothing there; this one counts it: at a wrong lag, lips that talk through
-        silence and rest through speech count against it. Nothing is fitted per lag."""
-        x = mouth_activity(prep.features[lo:hi])
-        s0, part = audio_around(speech_activity(gate), prep.track.start + lo, len(x), int(np.abs(steps).max()))
-        mom = lag_moments(x, s0, part, steps)
-        return np.full(len(steps), np.nan) if mom is None else signed_correlation(mom, len(x))
-
-    @staticmethod
-    def _activity_z(curve: np.ndarray, lags: np.ndarray, peak_ms: float) -> float:
-        """How strongly the activity curve peaks near the estimate (its z there, over the lags it scores)."""
-        ok = np.isfinite(curve)
-        if ok.sum() < 3:
-            return 0.0
-        c, at = curve[ok], lags[ok]
-        return peak_z(c, at, best_near(c, at, peak_ms, SUPPORT_WINDOW_MS))
-
     def _features_at(self, prep: CCAPrepared, shift_ms: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The audio features, the lip model's projection of them and the speech gate, with the audio moved
         earlier by ``shift_ms`` (the last few shifts cached)."""
@@ -571,7 +525,7 @@ class CCAEngine:
 
     def measure_span(self, prep: CCAPrepared, f0: int, f1: int, shift_ms: float, search_ms: float) -> Estimate:
         """The estimate from grid frames ``f0 .. f1-1`` of the track alone (a timeline segment), decided by
-        the same calibration as the whole track: the segment's own z, length, halves' agreement and witnesses.
+        the same calibration as the whole track: the segment's own z, length, halves' agreement and witness.
         It searches +/-``SPAN_SEARCH_MS`` around ``shift_ms`` whatever the clip's search (``search_ms`` is
         the protocol's and unused): a peak chosen among fewer lags is less often a chance one, so the whole
         track's calibration is on the safe side here."""
@@ -640,11 +594,9 @@ class CCAEngine:
                                             idx_near)
         z_half = self._halves_z(half_curves, float(lags[best]))
         z_model = self._model_z(model_curve, lags, float(lags[best]))
-        z_activity = self._activity_z(self._activity_curve(prep, gate, all_steps, lo, hi), all_lags, float(lags[best]))
-        p = float(self.calibration.p_correct(z, n + 1, z_half, z_model, z_activity))
+        p = float(self.calibration.p_correct(z, n + 1, z_half, z_model))
         confident = z >= self.min_confidence if self.min_confidence is not None else p >= self.calibration.threshold
         extra: dict = {"z": round(z, 3), "z_halves": round(z_half, 3), "z_model": round(z_model, 3),
-                       "z_activity": round(z_activity, 3),
                        "rho": round(float(raw[best]), 4), "overlap_frames": b - a}
         if self.min_confidence is None:  # decided on p_correct: the threshold it was held to
             extra["p_threshold"] = round(float(self.calibration.threshold), 3)

@@ -215,23 +215,6 @@ def scored_lags(cnt: np.ndarray, n: int, min_overlap: float = MIN_OVERLAP) -> np
     return cnt >= max(3, min_overlap * n)
 
 
-def signed_correlation(mom: LagMoments, n: int, min_overlap: float = MIN_OVERLAP) -> np.ndarray:
-    """The Pearson correlation of one visual series with one audio series at every lag of ``mom`` (their
-    moments, ``p = q = 1``), signed; NaN where too few of the ``n`` frames overlap or a side is constant there.
-
-    Unlike a canonical correlation nothing is fitted per lag, so fewer samples make it noisier but not
-    higher by chance, and its sign is kept: a series that rises where the other falls does not back a lag.
-    """
-    out = np.full(len(mom.cnt), np.nan)
-    ok = np.flatnonzero(scored_lags(mom.cnt, n, min_overlap))
-    if ok.size:
-        cxx, cyy, cxy = (c[:, 0, 0] for c in mom.covariances(ok))
-        den = np.sqrt(np.maximum(cxx, 0.0) * np.maximum(cyy, 0.0))
-        good = den > 1e-12 * (1.0 + np.abs(cxx) + np.abs(cyy))
-        out[ok[good]] = cxy[good] / den[good]
-    return out
-
-
 def audio_around(feats: np.ndarray, start: int, n: int, reach: int) -> tuple[int, np.ndarray]:
     """The audio rows that ``n`` frames from grid frame ``start`` can meet within ``reach`` steps, and the
     start frame relative to them: a lag search on a stretch of the track then costs by the stretch, not by
