@@ -26,6 +26,7 @@ import numpy as np
 
 from benchmarks.devset import Clip, dev_clips, load_analyses
 from pipeline.cca import CCAEngine, CCAPrepared
+from pipeline.media import GRID_FPS
 from syncnet.constants import SAMPLE_RATE, SAMPLES_PER_FRAME
 
 SHIFTS_MS = (-2500.0, -1500.0, -500.0, -160.0, 90.0, 300.0, 1100.0, 1500.0, 2500.0)
@@ -58,6 +59,15 @@ class Case:
     truth_ms: float | None = None  #: absolute truth (None: doubtful source or mismatch)
 
 
+def sub_windows(n: int, seconds: int) -> list[tuple[int, int]]:
+    """The :data:`SUBS_PER_LENGTH` windows of ``seconds`` spread over a clip of ``n`` grid frames (none when the
+    clip is not at least a second longer): the sub-clips, and the stretches paired with other clips' sound."""
+    length = seconds * GRID_FPS
+    if n < length + GRID_FPS:
+        return []
+    return [(int(s), int(s) + length) for s in np.linspace(0, n - length, SUBS_PER_LENGTH).astype(int)]
+
+
 def make_cases(clips: list[Clip], n_frames: dict[str, int], seed: int = 0) -> list[Case]:
     rng = np.random.default_rng(seed)
     talker_rng = np.random.default_rng(seed + 1)  # its own stream: the other cases stay as they were
@@ -71,20 +81,14 @@ def make_cases(clips: list[Clip], n_frames: dict[str, int], seed: int = 0) -> li
             cases.append(Case("shifted", c.name, c.project, d, truth_ms=truth))
         n = n_frames[c.name]
         for sec in SUB_SECONDS:
-            length = sec * 25
-            if n < length + 25:
-                continue
-            for s in np.linspace(0, n - length, SUBS_PER_LENGTH).astype(int):
-                cases.append(Case("sub", c.name, c.project, window=(int(s), int(s) + length), truth_ms=c.true_lag_ms))
+            for w in sub_windows(n, sec):
+                cases.append(Case("sub", c.name, c.project, window=w, truth_ms=c.true_lag_ms))
         others = [m for m in names if m != c.name and {m, c.name} != {"example", "synced_example"}]
         for m in rng.choice(others, min(MISMATCH_PER_CLIP, len(others)), replace=False):
             cases.append(Case("mismatch", c.name, c.project, audio_from=str(m)))
         cases.append(Case("mismatch", c.name, c.project, audio_from="~" + c.name))
-        length = MISMATCH_WINDOW_SECONDS * 25
-        if n >= length + 25:
-            for s in np.linspace(0, n - length, SUBS_PER_LENGTH).astype(int):
-                cases.append(Case("mismatch", c.name, c.project, window=(int(s), int(s) + length),
-                                  audio_from=str(window_rng.choice(others))))
+        for w in sub_windows(n, MISMATCH_WINDOW_SECONDS):
+            cases.append(Case("mismatch", c.name, c.project, window=w, audio_from=str(window_rng.choice(others))))
         talkers = [m.name for m in clips if m.project != c.project]
         for noise in NOISES:
             src = str(talker_rng.choice(talkers)) if noise.startswith("talker") and talkers else None
